@@ -1,0 +1,214 @@
+"""The one model registry: ``@register_model`` entrypoints, ``create_model`` and ``list_models``.
+
+An entrypoint is a small function ``fn(num_classes=7, in_chans=..., img_size=..., **switches) -> FERModel``
+decorated with ``@register_model(paper=..., input_size=..., ...)``. The decorator records the model's
+default data config (input size, channels, mean/std, whether it takes an LBP channel) which the data
+layer's transform factory reads, so training, evaluation and inference always preprocess alike.
+A duplicate name is an error; unknown names or switches get an error listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, unknown_name
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a model's input is made: ``input_size`` is (C, H, W); ``color`` is 'gray' or 'rgb';
+    ``lbp=True`` appends a Local Binary Pattern channel computed from the same crop (so C = 1 or 3, +1)."""
+
+    input_size: tuple[int, int, int] = (1, 48, 48)
+    color: str = "gray"
+    lbp: bool = False
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+
+    def to_dict(self) -> dict:
+        return {
+            "input_size": list(self.input_size),
+            "color": self.color,
+            "lbp": self.lbp,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataConfig:
+        return cls(
+            input_size=tuple(d["input_size"]),
+            color=d["color"],
+            lbp=bool(d.get("lbp", False)),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+        )
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    fn: Callable
+    paper: str
+    data: DataConfig
+    description: str = ""
+    switches: tuple[str, ...] = field(default_factory=tuple)
+    test_size: int | None = None  # smallest input side the unit tests use (None: the native size)
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    paper: str = "",
+    input_size: tuple[int, int, int] = (1, 48, 48),
+    color: str | None = None,
+    lbp: bool = False,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    name: str | None = None,
+    test_size: int | None = None,
+):
+    """Decorator registering an entrypoint under its function name (or ``name``)."""
+
+    def deco(fn: Callable) -> Callable:
+        key = name or fn.__name__
+        if key in _MODELS:
+            raise ConfigError(f"model name {key!r} is already registered (by {_MODELS[key].fn.__module__})")
+        c = input_size[0] - (1 if lbp else 0)
+        col = color or ("gray" if c == 1 else "rgb")
+        n = input_size[0]
+        m = mean if mean is not None else ((0.5,) * n if col == "gray" else (*IMAGENET_MEAN, *((0.5,) if lbp else ())))
+        s = std if std is not None else ((0.5,) * n if col == "gray" else (*IMAGENET_STD, *((0.5,) if lbp else ())))
+        sig = inspect.signature(fn)
+        switches = tuple(
+            p for p, v in sig.parameters.items()
+            if p not in ("num_classes", "in_chans", "img_size", "kwargs") and v.kind is not v.VAR_KEYWORD
+        )  # fmt: skip
+        doc = (inspect.getdoc(fn) or "").splitlines()
+        _MODELS[key] = ModelInfo(key, fn, paper, DataConfig(tuple(input_size), col, lbp, tuple(m), tuple(s)), doc[0] if doc else "", switches, test_size)
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching an fnmatch ``pattern`` (sorted)."""
+    _import_all()
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    _import_all()
+    if name not in _MODELS:
+        raise unknown_name("model", name, _MODELS)
+    return _MODELS[name]
+
+
+def create_model(
+    name: str,
+    num_classes: int = 7,
+    in_chans: int | None = None,
+    img_size: int | None = None,
+    pretrained: str | Path | None = None,
+    **switches,
+):
+    """Build a registered model.
+
+    Args:
+        name: registry name (see :func:`list_models`).
+        num_classes: classifier width (7 or 8 for the canonical label sets; any positive number works).
+        in_chans: input channels; defaults to the model's data config.
+        img_size: square input side; defaults to the model's data config.
+        pretrained: path to backbone/full weights (safetensors or a ``weights_only`` torch file); loaded
+            non-strictly with classifier-shape mismatches dropped and reported.
+        **switches: the model's own options (ablation switches); unknown ones are an error.
+    """
+    info = model_info(name)
+    unknown = sorted(set(switches) - set(info.switches))
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} has no option(s) {', '.join(unknown)}; valid: {', '.join(info.switches) or '(none)'}"
+        )
+    if num_classes < 1:
+        raise ConfigError(f"num_classes={num_classes} must be >= 1")
+    kw = dict(switches)
+    kw["num_classes"] = num_classes
+    kw["in_chans"] = in_chans if in_chans is not None else info.data.input_size[0]
+    kw["img_size"] = img_size if img_size is not None else info.data.input_size[1]
+    model = info.fn(**kw)
+    model.model_name = name
+    model.model_kwargs = {k: v for k, v in kw.items()}
+    if kw["in_chans"] != info.data.input_size[0] or kw["img_size"] != info.data.input_size[1]:
+        d = info.data
+        c = kw["in_chans"]
+        col = d.color
+        lbp = d.lbp
+        if c != d.input_size[0]:
+            lbp = False
+            col = "gray" if c == 1 else "rgb"
+        mean = d.mean[:1] * c if col == "gray" else (d.mean + (0.5,) * c)[:c]
+        std = d.std[:1] * c if col == "gray" else (d.std + (0.5,) * c)[:c]
+        model.data_config = DataConfig((c, kw["img_size"], kw["img_size"]), col, lbp, tuple(mean), tuple(std))
+    else:
+        model.data_config = info.data
+    if pretrained:
+        load_pretrained(model, pretrained)
+    return model
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file or a torch file, never unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} not found (ferlab never downloads weights; pass a local file)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"{path}: not a safe weights file ({str(e).splitlines()[0][:200]})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_pretrained(model: torch.nn.Module, path: str | Path, prefix: str = "") -> dict:
+    """Load weights non-strictly into ``model`` (or its submodule at ``prefix``); returns what was skipped.
+
+    Keys whose shapes differ (a classifier with another class count, a first conv with other channels)
+    are skipped and listed, so ImageNet backbones load into FER heads.
+    """
+    sd = load_state_file(path)
+    target = model.get_submodule(prefix) if prefix else model
+    own = target.state_dict()
+    load, mismatched = {}, []
+    for k, v in sd.items():
+        if k in own and own[k].shape == v.shape:
+            load[k] = v
+        elif k in own:
+            mismatched.append(k)
+    if not load:
+        raise ConfigError(f"{path}: no parameter matches model {getattr(model, 'model_name', type(model).__name__)}")
+    res = target.load_state_dict(load, strict=False)
+    return {"loaded": len(load), "missing": list(res.missing_keys), "mismatched": mismatched}
+
+
+def _import_all() -> None:
+    from . import _zoo  # noqa: F401  (imports every model module so they register)

@@ -1,0 +1,13 @@
+"""Imports every architecture module so its entrypoints register (like timm's models/__init__)."""
+
+from . import (  # noqa: F401
+    aemt,
+    baselines,
+    emonext,
+    gclenet,
+    pattlite,
+    resemotenet,
+    resmasking,
+    smallcnn,
+    vgg_cara,
+)

@@ -1,0 +1,1 @@
+"""(placeholder: written by the model-zoo work; registers nothing yet)."""
