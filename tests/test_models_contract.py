@@ -34,7 +34,9 @@ def test_forward_backward(name, num_classes):
     outs = model.forward_outputs(x)
     assert outs["logits"].shape == (3, num_classes)
     assert outs["embedding"].shape == (3, model.num_features)
-    loss = outs["logits"].logsumexp(1).mean() + sum(v.float().mean() for k, v in outs.items() if k == "attn_reg")
+    loss = outs["logits"].logsumexp(1).mean() + sum(
+        v.float().mean() for k, v in outs.items() if k == "attn_reg"
+    )
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None)]
     assert not no_grad, f"parameters without gradient: {no_grad[:10]}"
@@ -85,7 +87,9 @@ def test_onnx_or_torchscript_export(name):
     x = torch.randn(2, *shape)
     buf = io.BytesIO()
     try:
-        torch.onnx.export(model, (x,), buf, input_names=["input"], output_names=["logits"], dynamo=False, opset_version=17)
+        torch.onnx.export(
+            model, (x,), buf, input_names=["input"], output_names=["logits"], dynamo=False, opset_version=17
+        )
         exported = "onnx"
     except Exception:  # noqa: BLE001 - fall back to TorchScript, which must then work
         scripted = torch.jit.trace(model, x)

@@ -16,7 +16,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):  # lazy: importing ferlab stays cheap (no torch until needed)
-    if name in ("create_model", "list_models", "model_info", "register_model", "load_pretrained", "DataConfig"):
+    if name in (
+        "create_model",
+        "list_models",
+        "model_info",
+        "register_model",
+        "load_pretrained",
+        "DataConfig",
+    ):
         from . import models
 
         return getattr(models, name)

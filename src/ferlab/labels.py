@@ -20,7 +20,15 @@ SEVEN: tuple[str, ...] = CANONICAL[:7]
 EIGHT: tuple[str, ...] = CANONICAL
 
 #: FER2013 ``emotion`` column: 0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise, 6 Neutral.
-FER2013: dict[int, str] = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
+FER2013: dict[int, str] = {
+    0: "angry",
+    1: "disgust",
+    2: "fear",
+    3: "happy",
+    4: "sad",
+    5: "surprise",
+    6: "neutral",
+}
 
 #: FER+ vote columns of ``fer2013new.csv`` in file order (the last two are not emotions).
 FERPLUS_COLUMNS: tuple[str, ...] = (
@@ -32,7 +40,15 @@ FERPLUS: dict[int, str] = {
 }  # fmt: skip
 
 #: RAF-DB basic ``list_patition_label.txt``: 1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness, 6 Anger, 7 Neutral.
-RAFDB: dict[int, str] = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "angry", 7: "neutral"}
+RAFDB: dict[int, str] = {
+    1: "surprise",
+    2: "fear",
+    3: "disgust",
+    4: "happy",
+    5: "sad",
+    6: "angry",
+    7: "neutral",
+}
 
 #: AffectNet ``expression``: 0 Neutral .. 7 Contempt; 8 None, 9 Uncertain, 10 No-Face are dropped.
 AFFECTNET: dict[int, str] = {
@@ -87,7 +103,9 @@ def to_indices(names: Iterable[str], classes: Sequence[str] = SEVEN) -> np.ndarr
     return np.asarray(out, dtype=np.int64)
 
 
-def map_native(native: np.ndarray, mapping: dict[int, str], classes: Sequence[str], source: str) -> np.ndarray:
+def map_native(
+    native: np.ndarray, mapping: dict[int, str], classes: Sequence[str], source: str
+) -> np.ndarray:
     """Native integer labels of a dataset -> indices into ``classes``; names the first bad value."""
     native = np.asarray(native)
     lut = np.full(max(max(mapping), int(native.max(initial=0))) + 1, -1, dtype=np.int64)

@@ -40,7 +40,9 @@ def read_affectnet(root: str | Path, num_classes: int = 8) -> FERDataset:
                 try:
                     e = int(rec["expression"])
                 except ValueError:
-                    raise DataError(f"{path}: line {i + 2}: expression {rec['expression']!r} is not an integer") from None
+                    raise DataError(
+                        f"{path}: line {i + 2}: expression {rec['expression']!r} is not an integer"
+                    ) from None
                 if e in L.AFFECTNET_DROPPED or (e in L.AFFECTNET and L.AFFECTNET[e] not in classes):
                     drop += 1
                     continue
@@ -54,7 +56,9 @@ def read_affectnet(root: str | Path, num_classes: int = 8) -> FERDataset:
                 paths.append(str(img_root / rec["subDirectory_filePath"]))
                 labels.append(classes.index(L.AFFECTNET[e]))
                 boxes.append((x, y, x + w, y + h))
-        splits[split] = Split(split, paths, np.array(labels), classes, meta={"box": np.array(boxes).reshape(-1, 4)})
+        splits[split] = Split(
+            split, paths, np.array(labels), classes, meta={"box": np.array(boxes).reshape(-1, 4)}
+        )
         dropped[split] = drop
     if not splits:
         raise DataError(f"{root}: AffectNet training.csv / validation.csv not found")

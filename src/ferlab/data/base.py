@@ -41,7 +41,9 @@ class Split:
                 f"0..{len(self.classes) - 1}"
             )
         if self.soft_labels is not None and self.soft_labels.shape != (n, len(self.classes)):
-            raise DataError(f"split {self.name!r}: soft labels of shape {self.soft_labels.shape}, expected {(n, len(self.classes))}")
+            raise DataError(
+                f"split {self.name!r}: soft labels of shape {self.soft_labels.shape}, expected {(n, len(self.classes))}"
+            )
         for k, v in self.meta.items():
             if len(v) != n:
                 raise DataError(f"split {self.name!r}: metadata {k!r} has {len(v)} entries for {n} items")
@@ -72,7 +74,10 @@ class Split:
         )
 
     def load(
-        self, size: int | tuple[int, int] | None = None, grayscale: bool = True, report: SkipReport | None = None
+        self,
+        size: int | tuple[int, int] | None = None,
+        grayscale: bool = True,
+        report: SkipReport | None = None,
     ) -> Split:
         """Materialise path-based images into one uint8 array (resized to ``size`` if given).
 

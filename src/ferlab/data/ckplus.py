@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import labels as L
 from ..errors import DataError
-from .base import FERDataset, Split
+from .base import FERDataset
 from .imagefolder import read_class_folder
 
 SUBJECT = re.compile(r"(S\d{3})", re.IGNORECASE)

@@ -97,9 +97,7 @@ def votes_to_targets(votes: np.ndarray, mode: str = "majority", num_classes: int
     return keep, np.where(keep, hard, 0), soft.astype(np.float32)
 
 
-def read_ferplus(
-    votes_path: str | Path, fer2013, mode: str = "majority", num_classes: int = 8
-) -> FERDataset:
+def read_ferplus(votes_path: str | Path, fer2013, mode: str = "majority", num_classes: int = 8) -> FERDataset:
     """FER+ images (from a FER2013 :class:`FERDataset`) with labels derived from the vote file."""
     votes, usage, rows = read_votes(votes_path)
     all_rows = np.concatenate([fer2013.splits[s].meta["row"] for s in ("train", "val", "test")])
@@ -109,7 +107,9 @@ def read_ferplus(
     pos = np.searchsorted(all_rows, rows)
     ok = (pos < len(all_rows)) & (all_rows[np.minimum(pos, len(all_rows) - 1)] == rows)
     if not ok.all():
-        raise DataError(f"{votes_path}: {int((~ok).sum())} vote rows have no FER2013 image (first: row {rows[~ok][0]})")
+        raise DataError(
+            f"{votes_path}: {int((~ok).sum())} vote rows have no FER2013 image (first: row {rows[~ok][0]})"
+        )
     keep, hard, soft = votes_to_targets(votes, mode, num_classes)
     classes = L.class_names(num_classes)
     splits = {}
@@ -127,4 +127,6 @@ def read_ferplus(
 
     add_dedup_splits(splits)
     info = {"mode": mode, "dropped": int((~keep).sum())}
-    return FERDataset(f"ferplus{num_classes}" if num_classes == 7 else "ferplus", classes, splits, str(votes_path), info)
+    return FERDataset(
+        f"ferplus{num_classes}" if num_classes == 7 else "ferplus", classes, splits, str(votes_path), info
+    )

@@ -64,7 +64,11 @@ def read_class_folder(
 
 
 def read_imagefolder(
-    root: str | Path, name: str | None = None, split: str = "train", report: SkipReport | None = None, size=None
+    root: str | Path,
+    name: str | None = None,
+    split: str = "train",
+    report: SkipReport | None = None,
+    size=None,
 ) -> FERDataset:
     """Any ImageFolder whose class folders name expressions (7 classes, or 8 if ``contempt`` is present)."""
     root = Path(root)
@@ -82,11 +86,17 @@ def read_split_folders(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    found = {SPLIT_DIRS[d.name.lower()]: d for d in root.iterdir() if d.is_dir() and d.name.lower() in SPLIT_DIRS}
+    found = {
+        SPLIT_DIRS[d.name.lower()]: d for d in root.iterdir() if d.is_dir() and d.name.lower() in SPLIT_DIRS
+    }
     if not found:
         raise DataError(f"{root}: no split folders (train/, val/, test/) found")
     if classes is None:
         names = set().union(*(_class_dirs(d) for d in found.values()))
         classes = _classes_for(names)
-    splits = {s: read_class_folder(found[s], s, classes, report, size) for s in ("train", "val", "test") if s in found}
+    splits = {
+        s: read_class_folder(found[s], s, classes, report, size)
+        for s in ("train", "val", "test")
+        if s in found
+    }
     return FERDataset(name, tuple(classes), splits, source=str(root))

@@ -30,11 +30,18 @@ def _find(root: Path, *candidates: str) -> Path | None:
 
 def read_rafdb(root: str | Path, aligned: bool = True) -> FERDataset:
     root = Path(root)
-    lst = _find(root, "EmoLabel/list_patition_label.txt", "basic/EmoLabel/list_patition_label.txt", "list_patition_label.txt")
+    lst = _find(
+        root,
+        "EmoLabel/list_patition_label.txt",
+        "basic/EmoLabel/list_patition_label.txt",
+        "list_patition_label.txt",
+    )
     if lst is None:
         raise DataError(f"{root}: RAF-DB label list EmoLabel/list_patition_label.txt not found")
     base = lst.parent.parent if lst.parent.name == "EmoLabel" else lst.parent
-    img_dir = _find(base, "Image/aligned", "aligned") if aligned else _find(base, "Image/original", "original")
+    img_dir = (
+        _find(base, "Image/aligned", "aligned") if aligned else _find(base, "Image/original", "original")
+    )
     if img_dir is None:
         raise DataError(f"{base}: RAF-DB image folder Image/{'aligned' if aligned else 'original'} not found")
     names, native = {"train": [], "test": []}, {"train": [], "test": []}

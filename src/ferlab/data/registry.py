@@ -96,7 +96,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> FE
     root = resolve_root(data_dir)
     path = locate(name, root)
     if path is None:
-        raise DataError(f"dataset {name!r} not found under {root} (see `ferlab datasets --help` for the layouts)")
+        raise DataError(
+            f"dataset {name!r} not found under {root} (see `ferlab datasets --help` for the layouts)"
+        )
     if name == "fer2013":
         return _fer2013_cached(str(path), path.stat().st_mtime)
     if name.startswith("ferplus"):
@@ -106,7 +108,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> FE
         if fer_path is None:
             raise DataError(f"FER+ needs the FER2013 images too; none found under {root}")
         fer = _fer2013_cached(str(fer_path), fer_path.stat().st_mtime)
-        return read_ferplus(path, fer, mode=options.get("mode", "majority"), num_classes=7 if name.endswith("7") else 8)
+        return read_ferplus(
+            path, fer, mode=options.get("mode", "majority"), num_classes=7 if name.endswith("7") else 8
+        )
     if name == "rafdb":
         from .rafdb import read_rafdb
 

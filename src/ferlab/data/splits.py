@@ -11,7 +11,9 @@ from ..errors import DataError
 from .base import Split
 
 
-def stratified_split(split: Split, fraction: float = 0.2, seed: int = 0, names=("train", "val")) -> tuple[Split, Split]:
+def stratified_split(
+    split: Split, fraction: float = 0.2, seed: int = 0, names=("train", "val")
+) -> tuple[Split, Split]:
     """Split one split into two with class proportions kept (``fraction`` goes to the second).
 
     ``fraction=0.2`` is the 80/20 protocol of papers 000 and 003.
@@ -23,7 +25,9 @@ def stratified_split(split: Split, fraction: float = 0.2, seed: int = 0, names=(
     return split.subset(np.sort(a), names[0]), split.subset(np.sort(b), names[1])
 
 
-def kfold(split: Split, k: int = 5, seed: int = 0, group_key: str | None = None) -> Iterator[tuple[Split, Split]]:
+def kfold(
+    split: Split, k: int = 5, seed: int = 0, group_key: str | None = None
+) -> Iterator[tuple[Split, Split]]:
     """Stratified k-fold (paper 000: k=5). With ``group_key`` (e.g. ``'subject'``) no group spans folds."""
     if k < 2:
         raise DataError(f"k={k}: k-fold needs k >= 2")
@@ -31,7 +35,9 @@ def kfold(split: Split, k: int = 5, seed: int = 0, group_key: str | None = None)
     if group_key:
         if group_key not in split.meta:
             raise DataError(f"split {split.name!r} has no metadata {group_key!r}; have {sorted(split.meta)}")
-        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, split.labels, split.meta[group_key])
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(
+            idx, split.labels, split.meta[group_key]
+        )
     else:
         folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, split.labels)
     for i, (tr, te) in enumerate(folds):

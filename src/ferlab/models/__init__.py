@@ -3,4 +3,12 @@
 from ._base import FERModel
 from ._registry import DataConfig, create_model, list_models, load_pretrained, model_info, register_model
 
-__all__ = ["DataConfig", "FERModel", "create_model", "list_models", "load_pretrained", "model_info", "register_model"]
+__all__ = [
+    "DataConfig",
+    "FERModel",
+    "create_model",
+    "list_models",
+    "load_pretrained",
+    "model_info",
+    "register_model",
+]

@@ -88,15 +88,31 @@ def register_model(
         c = input_size[0] - (1 if lbp else 0)
         col = color or ("gray" if c == 1 else "rgb")
         n = input_size[0]
-        m = mean if mean is not None else ((0.5,) * n if col == "gray" else (*IMAGENET_MEAN, *((0.5,) if lbp else ())))
-        s = std if std is not None else ((0.5,) * n if col == "gray" else (*IMAGENET_STD, *((0.5,) if lbp else ())))
+        m = (
+            mean
+            if mean is not None
+            else ((0.5,) * n if col == "gray" else (*IMAGENET_MEAN, *((0.5,) if lbp else ())))
+        )
+        s = (
+            std
+            if std is not None
+            else ((0.5,) * n if col == "gray" else (*IMAGENET_STD, *((0.5,) if lbp else ())))
+        )
         sig = inspect.signature(fn)
         switches = tuple(
             p for p, v in sig.parameters.items()
             if p not in ("num_classes", "in_chans", "img_size", "kwargs") and v.kind is not v.VAR_KEYWORD
         )  # fmt: skip
         doc = (inspect.getdoc(fn) or "").splitlines()
-        _MODELS[key] = ModelInfo(key, fn, paper, DataConfig(tuple(input_size), col, lbp, tuple(m), tuple(s)), doc[0] if doc else "", switches, test_size)
+        _MODELS[key] = ModelInfo(
+            key,
+            fn,
+            paper,
+            DataConfig(tuple(input_size), col, lbp, tuple(m), tuple(s)),
+            doc[0] if doc else "",
+            switches,
+            test_size,
+        )
         return fn
 
     return deco
@@ -171,7 +187,9 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a safetensors file or a torch file, never unpickling arbitrary objects."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"weights file {path} not found (ferlab never downloads weights; pass a local file)")
+        raise ConfigError(
+            f"weights file {path} not found (ferlab never downloads weights; pass a local file)"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -205,7 +223,9 @@ def load_pretrained(model: torch.nn.Module, path: str | Path, prefix: str = "") 
         elif k in own:
             mismatched.append(k)
     if not load:
-        raise ConfigError(f"{path}: no parameter matches model {getattr(model, 'model_name', type(model).__name__)}")
+        raise ConfigError(
+            f"{path}: no parameter matches model {getattr(model, 'model_name', type(model).__name__)}"
+        )
     res = target.load_state_dict(load, strict=False)
     return {"loaded": len(load), "missing": list(res.missing_keys), "mismatched": mismatched}
 

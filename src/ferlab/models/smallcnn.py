@@ -16,13 +16,17 @@ from ._registry import register_model
 
 
 def conv_bn_act(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class SmallCNN(FERModel):
     gradcam_layer = "features.3"
 
-    def __init__(self, num_classes: int = 7, in_chans: int = 1, widths=(32, 64, 128, 256), drop_rate: float = 0.3):
+    def __init__(
+        self, num_classes: int = 7, in_chans: int = 1, widths=(32, 64, 128, 256), drop_rate: float = 0.3
+    ):
         super().__init__()
         stages, c = [], in_chans
         for i, w in enumerate(widths):
@@ -49,6 +53,8 @@ def smallcnn(num_classes: int = 7, in_chans: int = 1, img_size: int = 48, drop_r
 
 
 @register_model(paper="ferlab baseline", input_size=(1, 48, 48))
-def smallcnn_tiny(num_classes: int = 7, in_chans: int = 1, img_size: int = 48, drop_rate: float = 0.0, **kwargs):
+def smallcnn_tiny(
+    num_classes: int = 7, in_chans: int = 1, img_size: int = 48, drop_rate: float = 0.0, **kwargs
+):
     """4-stage CNN (8-16-32-64) for unit tests."""
     return SmallCNN(num_classes, in_chans, (8, 16, 32, 64), drop_rate)

@@ -1,0 +1,207 @@
+"""The ``ferlab`` command line: thin wrappers around library functions.
+
+Every subcommand lives in a ``_cmd_<name>`` function that parses nothing itself and calls plain,
+tested library code; user errors (:class:`ferlab.errors.FerlabError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import FerlabError
+
+DATA_HELP = "data root (default: $FERLAB_DATA)"
+
+
+def _cmd_datasets(args) -> int:
+    from .data import find_datasets, load_dataset
+    from .data.balance import count_table, format_table, plot_class_counts
+    from .data.base import resolve_root
+
+    root = resolve_root(args.data_dir)
+    found = find_datasets(root)
+    print(f"data root: {root}")
+    if not found:
+        print("no datasets found (layouts: see `ferlab datasets --help`)")
+        return 0
+    names = []
+    for n in found:
+        names += ["ferplus", "ferplus7"] if n == "ferplus" else [n]
+    for n in names:
+        ds = load_dataset(n, root)
+        extra = f", mode={ds.info['mode']}, dropped {ds.info['dropped']}" if "mode" in ds.info else ""
+        print(f"\n## {n}  ({found.get(n.rstrip('7'), '')}{extra})\n")
+        print(format_table(*count_table(ds)))
+        if args.plot:
+            print(f"chart: {plot_class_counts(ds, Path(args.plot) / f'{n}_class_counts.png')}")
+    return 0
+
+
+def _cmd_balance(args) -> int:
+    from .data import load_dataset
+    from .data.balance import class_weights, deficit, format_table, plot_class_counts
+
+    ds = load_dataset(args.dataset, args.data_dir)
+    target = (
+        args.target
+        if args.target == "max"
+        else (float(args.target) if "." in args.target else int(args.target))
+    )
+    rows = []
+    for name in args.splits or [s for s in ds.splits if not s.endswith("_dedup")]:
+        sp = ds.split(name)
+        c = sp.class_counts()
+        d = deficit(c, target)
+        w_inv = class_weights(sp.labels, len(ds.classes), "inverse")
+        w_eff = class_weights(sp.labels, len(ds.classes), "effective")
+        for i, cls in enumerate(ds.classes):
+            rows.append([name, cls, int(c[i]), int(d[i]), f"{w_inv[i]:.3f}", f"{w_eff[i]:.3f}"])
+        rows.append([name, "TOTAL", int(c.sum()), int(d.sum()), "", ""])
+    print(
+        format_table(
+            ["split", "class", "images", f"needed for {args.target}", "w_inverse", "w_effective"], rows
+        )
+    )
+    if args.plot:
+        print(f"chart: {plot_class_counts(ds, args.plot, args.splits)}")
+    return 0
+
+
+def _cmd_export_data(args) -> int:
+    import time
+
+    from .data import load_dataset
+    from .data.cache import load_cached, save_dataset
+
+    ds = load_dataset(args.dataset, args.data_dir)
+    path = save_dataset(ds, args.out, splits=args.splits, size=args.size)
+    t = time.perf_counter()
+    back = load_cached(path)
+    dt = time.perf_counter() - t
+    sizes = ", ".join(f"{n} {len(s)}" for n, s in back.splits.items())
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB: {sizes}); reloads in {dt:.2f} s")
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    from .faces.pipeline import prepare_folder
+
+    report = prepare_folder(
+        args.src,
+        args.out,
+        detector=args.detector,
+        margin=args.margin,
+        size=args.size,
+        grayscale=not args.rgb,
+        align=not args.no_align,
+        format=args.format,
+        keep=args.keep,
+    )
+    print(report.summary())
+    return 0
+
+
+def _cmd_list_models(args) -> int:
+    from .models import list_models
+    from .models.profile import model_table
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}")
+        return 1
+    print(model_table(names, flops=not args.no_flops))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ferlab",
+        description="Facial expression recognition toolkit: datasets, face preprocessing, models, training, inference.",
+    )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"ferlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser(
+        "datasets",
+        help="list the datasets found under the data root with split sizes and class counts",
+        description=(
+            "List the datasets under the data root. Layouts looked for: fer2013/fer2013.npz|fer2013.csv|train/<class>/, "
+            "fer2013/ferplus_votes.csv or ferplus/fer2013new.csv (FER+, needs FER2013 images), "
+            "rafdb/EmoLabel/list_patition_label.txt + rafdb/Image/aligned/, affectnet/training.csv + validation.csv, "
+            "ckplus/<class>/S###_*.png."
+        ),
+    )
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.add_argument("--plot", metavar="DIR", help="also write a class-count bar chart per dataset into DIR")
+    s.set_defaults(func=_cmd_datasets)
+
+    s = sub.add_parser(
+        "balance", help="class counts, images needed for balance and class weights for a dataset"
+    )
+    s.add_argument("--dataset", default="fer2013", help="dataset name (default fer2013)")
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.add_argument("--splits", nargs="*", help="splits to report (default: all but *_dedup)")
+    s.add_argument(
+        "--target", default="max", help="'max', a count per class, or a ratio like 0.5 (default max)"
+    )
+    s.add_argument("--plot", metavar="PNG", help="write a bar chart of the class counts")
+    s.set_defaults(func=_cmd_balance)
+
+    s = sub.add_parser("export-data", help="write a dataset to HDF5 (.h5) or .npz for fast loading")
+    s.add_argument("--dataset", required=True, help="dataset name, folder:PATH or cache:PATH")
+    s.add_argument("--out", required=True, help="output file (.h5, .hdf5 or .npz)")
+    s.add_argument("--splits", nargs="*", help="splits to write (default all)")
+    s.add_argument("--size", type=int, help="resize path-based images to SIZE x SIZE grayscale")
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.set_defaults(func=_cmd_export_data)
+
+    s = sub.add_parser(
+        "prepare",
+        help="detect, crop and resize faces in a folder of photos into a dataset",
+        description="Run face detection + crop + resize over SRC (recursively; class sub-folders are kept) and write "
+        "a dataset to OUT (a folder of PNGs, or an .h5 file). Reports images with no face, several faces, or unreadable.",
+    )
+    s.add_argument("src", help="folder of raw photos (optionally SRC/<class>/...)")
+    s.add_argument("out", help="output folder, or .h5 file with --format hdf5")
+    s.add_argument("--detector", default="haar", help="haar (default), mtcnn or mediapipe")
+    s.add_argument("--size", type=int, default=48, help="output side in pixels (default 48)")
+    s.add_argument(
+        "--margin", type=float, default=0.2, help="margin around the face box, fraction of its side"
+    )
+    s.add_argument("--rgb", action="store_true", help="keep colour (default grayscale)")
+    s.add_argument("--no-align", action="store_true", help="do not rotate faces to level the eyes")
+    s.add_argument("--format", choices=["folder", "hdf5"], default="folder")
+    s.add_argument(
+        "--keep", choices=["largest", "all", "single"], default="largest", help="faces to keep per photo"
+    )
+    s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser("list-models", help="the model zoo: name, paper, parameters, FLOPs, input")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern (default *)")
+    s.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
+    s.set_defaults(func=_cmd_list_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except FerlabError as e:
+        print(f"ferlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

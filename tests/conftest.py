@@ -1,0 +1,36 @@
+"""Shared fixtures. ``FERLAB_DATA`` defaults to ``../shared/data`` beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+os.environ.setdefault("FERLAB_DATA", str(DEFAULT_DATA))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = Path(os.environ["FERLAB_DATA"])
+    assert (root / "fer2013" / "fer2013.npz").is_file(), (
+        f"real FER2013 data missing under {root} (set FERLAB_DATA)"
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def fer2013(data_root):
+    import ferlab
+
+    return ferlab.load_dataset("fer2013", data_root)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
