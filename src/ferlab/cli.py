@@ -115,6 +115,54 @@ def _cmd_list_models(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .engine import train
+
+    summary = train(args.config, args.overrides)
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import glob
+
+    from .data import load_dataset
+    from .engine.checkpoint import load_model
+    from .engine.evaluate import evaluate_model, write_report
+
+    paths = []
+    for c in args.checkpoint:
+        hits = sorted(glob.glob(c)) if any(ch in c for ch in "*?[") else [c]
+        if not hits:
+            raise FerlabError(f"no checkpoint matches {c!r}")
+        paths += hits
+    ds = load_dataset(args.dataset, args.data_dir)
+    split = ds.split(args.split)
+    rows = []
+    for p in paths:
+        model, classes, _info = load_model(p)
+        sp = (
+            split
+            if split.in_memory
+            else split.load(size=model.data_config.input_size[1], grayscale=model.data_config.color == "gray")
+        )
+        m = evaluate_model(model, sp, classes, tta=args.tta, batch_size=args.batch_size, progress=True)
+        out = Path(args.out) if args.out else (Path(p) if Path(p).is_dir() else Path(p).parent) / "eval"
+        stem = f"{args.dataset}_{args.split}" + ("" if args.tta == "none" else f"_{args.tta}")
+        files = write_report(m, out, stem, f"{p} on {args.dataset}/{args.split} (TTA {args.tta})")
+        rows.append((p, m))
+        print(
+            f"{p}: accuracy {100 * m['accuracy']:.2f}%, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} -> {files['md']}"
+        )
+    if len(rows) > 1:
+        print("\n| checkpoint | accuracy | macro F1 | weighted F1 | ECE |\n|---|---:|---:|---:|---:|")
+        for p, m in rows:
+            print(
+                f"| {p} | {100 * m['accuracy']:.2f} | {m['macro_f1']:.4f} | {m['weighted_f1']:.4f} | {m['ece']:.4f} |"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ferlab",
@@ -179,6 +227,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep", choices=["largest", "all", "single"], default="largest", help="faces to keep per photo"
     )
     s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser(
+        "train",
+        help="train a model from a YAML recipe (configs/<model>/<dataset>.yaml) with key=value overrides",
+        description="Train with the one Trainer: typed defaults <- the YAML recipe <- key=value overrides "
+        "(nested keys with dots, e.g. augment.hflip=0.3). Runs resume from RUN_DIR/last.pt automatically. "
+        "Data-parallel: torchrun --nproc_per_node=N -m ferlab train --config ...",
+    )
+    s.add_argument("--config", help="YAML recipe (optional: defaults train smallcnn on fer2013)")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser(
+        "evaluate",
+        help="accuracy, F1, per-class table, confusion matrix and ECE of checkpoints on a dataset split",
+    )
+    s.add_argument(
+        "--checkpoint",
+        nargs="+",
+        required=True,
+        help="run folders, .pt checkpoints, .safetensors files or globs",
+    )
+    s.add_argument("--dataset", default="fer2013")
+    s.add_argument("--split", default="test")
+    s.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none")
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--out", help="report folder (default: <run>/eval)")
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("list-models", help="the model zoo: name, paper, parameters, FLOPs, input")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern (default *)")

@@ -6,7 +6,8 @@ the model's normalised float input ``[N, C, H, W]``. All steps run on batch tens
 such as FER2013 are augmented at thousands of images per second and the data loader is never the
 bottleneck. The evaluation transform is exactly what inference uses (``ferlab.predict`` calls it too):
 
-1. colour: grayscale <-> RGB to the model's ``color`` (luminance weights 0.299/0.587/0.114);
+1. colour: grayscale <-> RGB to the model's ``color`` (luminance weights 0.299/0.587/0.114); a 'gray'
+   model with 3 input channels gets the grey plane three times;
 2. resize to the model's input size (bilinear, antialiased when shrinking);
 3. training only: per-sample random affine (rotation, scale, translation, horizontal flip) in one
    ``grid_sample``, brightness/contrast jitter, random erasing — all drawn from one ``torch.Generator``,
@@ -177,6 +178,8 @@ class FaceTransform:
         if x.dtype != torch.uint8:
             raise ConfigError(f"face batch has dtype {x.dtype}; uint8 crops (0..255) expected")
         x = _to_color(x.float(), self.cfg.color)
+        if x.shape[1] == 1 and self.cfg.input_size[0] - int(self.cfg.lbp) == 3:
+            x = x.expand(-1, 3, -1, -1)  # grayscale model fed 3 identical planes (e.g. ResEmoteNet)
         h, w = self.cfg.input_size[1:]
         if x.shape[-2:] != (h, w):
             shrink = x.shape[-2] > h or x.shape[-1] > w

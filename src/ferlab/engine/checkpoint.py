@@ -1,0 +1,117 @@
+"""Checkpoints: atomic, self-describing, and loadable without unpickling arbitrary objects.
+
+A training checkpoint (``last.pt``, ``best.pt``, ``epoch_XXX.pt``) is a ``torch.save`` of plain
+containers of tensors and primitives only, so it loads with ``torch.load(weights_only=True)``::
+
+    {"format": "ferlab-checkpoint", "version": 1, "model_name", "model_kwargs", "classes",
+     "data_config", "config", "epoch", "step", "best_metric", "model", "optimizer", "scheduler",
+     "aux_loss", "aux_optimizer", "ema", "torch_rng", "history", "metrics"}
+
+Shipped weights are ``.safetensors`` files whose metadata holds the model name, kwargs, class names and
+data config as JSON: :func:`load_model` builds the model from either kind.
+Writes go to a temporary file in the same folder, then ``os.replace`` — a kill never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+FORMAT = "ferlab-checkpoint"
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a ferlab training checkpoint safely (``weights_only=True``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise ConfigError(f"{path}: run folder holds no best.pt or last.pt")
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} not found")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is the same user error
+        raise ConfigError(
+            f"{path}: not a loadable ferlab checkpoint ({str(e).splitlines()[0][:160]})"
+        ) from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not a ferlab checkpoint (no '{FORMAT}' header)")
+    ck["path"] = str(path)
+    return ck
+
+
+def export_weights(model: torch.nn.Module, path: str | Path, classes, extra: dict | None = None) -> Path:
+    """Write ``model``'s weights and its description as a ``.safetensors`` file (atomically)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": "ferlab-weights",
+        "model_name": model.model_name,
+        "model_kwargs": json.dumps(model.model_kwargs),
+        "classes": json.dumps(list(classes)),
+        "data_config": json.dumps(model.data_config.to_dict()),
+        **{k: json.dumps(v) for k, v in (extra or {}).items()},
+    }
+    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(sd, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def _build(name: str, kwargs: dict, data_config: dict | None):
+    from ..models import DataConfig, create_model
+
+    model = create_model(name, **kwargs)
+    if data_config:
+        model.data_config = DataConfig.from_dict(data_config)
+    return model
+
+
+def load_model(path: str | Path, use_ema: bool = True):
+    """A model (eval mode) and its class names from a ``.safetensors`` export or a training checkpoint."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise ConfigError(f"weights file {path} not found")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != "ferlab-weights":
+            raise ConfigError(f"{path}: safetensors file without ferlab metadata (model name, classes)")
+        model = _build(meta["model_name"], json.loads(meta["model_kwargs"]), json.loads(meta["data_config"]))
+        model.load_state_dict(load_file(str(path)))
+        classes = tuple(json.loads(meta["classes"]))
+        info = {k: v for k, v in meta.items() if k not in ("model_kwargs", "data_config", "classes")}
+    else:
+        ck = load_checkpoint(path)
+        model = _build(ck["model_name"], ck["model_kwargs"], ck.get("data_config"))
+        sd = ck["ema"] if use_ema and ck.get("ema") else ck["model"]
+        model.load_state_dict(sd)
+        classes = tuple(ck["classes"])
+        info = {"epoch": ck.get("epoch"), "path": ck["path"], "metrics": ck.get("metrics", {})}
+    model.classes = classes
+    model.eval()
+    return model, classes, info

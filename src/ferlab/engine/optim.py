@@ -1,0 +1,83 @@
+"""Optimisers (timm's factory) and schedulers (torch's), by the names the configs use.
+
+Optimisers: sgd (momentum, Nesterov), adam, adamw, radam, adabelief, lookahead_* wrappers and
+``ranger_adabelief`` = Lookahead(AdaBelief) as in paper 004.
+Schedulers: ``step`` (x gamma every step_size epochs: paper 000 x0.1/10, paper 003 /10 every 20),
+``plateau`` (ReduceLROnPlateau; paper 002: halve after 3 stalled epochs), ``cosine`` (with optional linear
+warm-up), ``cosine_restarts`` (CosineAnnealingWarmRestarts), ``cyclic`` (CyclicLR, for snapshot
+ensembles) and ``onecycle``. ``per_batch`` tells the Trainer whether to step after every batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.optim import create_optimizer_v2
+
+from ..errors import ConfigError
+
+
+def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    name = cfg.optimizer
+    kw = {}
+    if name == "ranger_adabelief":
+        name = "lookahead_adabelief"
+    if name.endswith("sgd"):
+        name = name.replace("sgd", "nesterov" if cfg.nesterov else "momentum")
+        kw["momentum"] = cfg.momentum
+    return create_optimizer_v2(model, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
+    """Returns (scheduler or None, per_batch: bool)."""
+    kw = dict(cfg.scheduler_kwargs)
+    s = cfg.scheduler
+    total = cfg.epochs * steps_per_epoch
+    try:
+        if s == "none":
+            return None, False
+        if s == "step":
+            return torch.optim.lr_scheduler.StepLR(
+                opt, step_size=kw.get("step_size", 10), gamma=kw.get("gamma", 0.1)
+            ), False
+        if s == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode=kw.get("mode", "min"), factor=kw.get("factor", 0.5), patience=kw.get("patience", 3)
+            ), False
+        if s == "cosine":
+            warm = cfg.warmup_epochs * steps_per_epoch
+            floor = kw.get("min_lr_ratio", 0.0)
+
+            def f(step: int) -> float:
+                if step < warm:
+                    return (step + 1) / warm
+                t = (step - warm) / max(1, total - warm)
+                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+            return torch.optim.lr_scheduler.LambdaLR(opt, f), True
+        if s == "cosine_restarts":
+            return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+                opt, T_0=kw.get("T_0", 10), T_mult=kw.get("T_mult", 1), eta_min=kw.get("eta_min", 0.0)
+            ), False
+        if s == "cyclic":
+            return torch.optim.lr_scheduler.CyclicLR(
+                opt,
+                base_lr=kw.get("base_lr", cfg.lr / 10),
+                max_lr=kw.get("max_lr", cfg.lr),
+                step_size_up=kw.get("step_size_up", 2 * steps_per_epoch),
+                mode=kw.get("mode", "triangular"),
+                cycle_momentum=kw.get("cycle_momentum", False),
+            ), True
+        if s == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=cfg.lr,
+                total_steps=total,
+                pct_start=kw.get("pct_start", 0.25),
+                div_factor=kw.get("div_factor", 25.0),
+                final_div_factor=kw.get("final_div_factor", 1e4),
+            ), True
+    except TypeError as e:
+        raise ConfigError(f"scheduler {s!r}: bad scheduler_kwargs ({e})") from None
+    raise ConfigError(f"unknown scheduler {s!r}")

@@ -1,0 +1,513 @@
+"""The one Trainer: every model, every recipe, one readable loop.
+
+    cfg = load_config("configs/smallcnn/fer2013.yaml", ["epochs=3"])
+    summary = Trainer(cfg).fit()
+
+Per epoch: shuffle (or class-balanced sampling) with a generator seeded by (seed, epoch), so a resumed run
+sees exactly the batches it would have seen; batches of uint8 crops are gathered from memory and
+augmented on the batch tensor by the shared transform; the task returns the loss; the optimiser steps
+(with optional bf16 autocast, gradient clipping, EMA); the scheduler steps per batch or per epoch.
+After each epoch: validation metrics (accuracy, macro-F1, per-class precision/recall/F1), one CSV row,
+TensorBoard scalars, ``last.pt`` (atomic), ``best.pt`` when the monitored metric improves, snapshot
+checkpoints at the configured epochs, early stopping. A non-finite loss stops the run naming the epoch
+and step; the last good checkpoint stays. At the end: test-split reports with the best weights, the
+training curves PNG and ``model.safetensors`` (best weights, self-describing).
+
+Data-parallel training: launched under ``torchrun``, each rank trains on a disjoint slice of every
+epoch's permutation through ``DistributedDataParallel``; only rank 0 logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError, DataError, FerlabError
+from .checkpoint import FORMAT, atomic_save, export_weights, load_checkpoint
+from .config import TrainConfig, save_config
+from .evaluate import predict_probs, write_report
+from .metrics import classification_metrics
+
+
+class TrainingDiverged(FerlabError):
+    """The loss became NaN or infinite."""
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def load_training_data(cfg: TrainConfig, data_config) -> tuple[dict, tuple]:
+    """Train / val / test splits in memory, in the model's colour and size when read from files."""
+    from ..data import load_dataset
+    from ..data.expand import expand
+    from ..data.splits import stratified_split
+
+    ds = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs)
+    gray = data_config.color == "gray"
+    side = data_config.input_size[1]
+
+    def mem(sp):
+        return sp if sp.in_memory else sp.load(size=side, grayscale=gray)
+
+    train = mem(ds.split(cfg.train_split))
+    if cfg.val_split:
+        val = mem(ds.split(cfg.val_split))
+    else:
+        train, val = stratified_split(train, cfg.val_fraction, seed=cfg.seed)
+    train.name = "train"
+    train = expand(train, cfg.expansion, seed=cfg.seed)
+    tests = {t: mem(ds.split(t)) for t in cfg.test_splits}
+    return {"train": train, "val": val, **{f"test:{k}": v for k, v in tests.items()}}, ds.classes
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig` and runs ``fit()``."""
+
+    def __init__(self, cfg: TrainConfig, splits: dict | None = None, classes: tuple | None = None):
+        self.cfg = cfg
+        self.rank, self.world = _dist()
+        self.is_main = self.rank == 0
+        if cfg.fast_dev_run:
+            cfg.epochs, cfg.limit_train_batches, cfg.limit_val_batches = 1, 1, 1
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.device = torch.device(cfg.device)
+        self._splits, self._classes = splits, classes
+        self.run_dir = cfg.run_dir
+        self.epoch = 0  # epochs completed
+        self.step = 0
+        self.best = -math.inf
+        self.bad_epochs = 0
+        self.history: list[dict] = []
+        self._setup()
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        from ..data.balance import class_weights
+        from ..models import create_model, model_info
+        from ..transforms import create_transform
+        from .losses import CenterLoss, IslandLoss, classification_loss
+        from .optim import build_optimizer, build_scheduler
+        from .tasks import ClassificationTask, EmbeddingLossTask
+
+        cfg = self.cfg
+        info = model_info(cfg.model)
+        probe = info.data
+        if self._splits is None:
+            # the data config depends only on the registry entry and img_size/in_chans overrides
+            tmp = create_model(
+                cfg.model, num_classes=2, in_chans=cfg.in_chans, img_size=cfg.img_size, **cfg.model_kwargs
+            )
+            probe = tmp.data_config
+            del tmp
+            self._splits, self._classes = load_training_data(cfg, probe)
+        self.splits, self.classes = self._splits, tuple(self._classes)
+        self.train_split = self.splits["train"]
+        if len(self.train_split) == 0:
+            raise DataError("the training split is empty")
+        torch.manual_seed(cfg.seed)
+        self.model = create_model(
+            cfg.model, num_classes=len(self.classes), in_chans=cfg.in_chans, img_size=cfg.img_size,
+            pretrained=cfg.pretrained, **cfg.model_kwargs,
+        )  # fmt: skip
+        self.model.classes = self.classes
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.train_tf = create_transform(self.model.data_config, is_training=True, augment=cfg.augment)
+        self.eval_tf = create_transform(self.model.data_config, is_training=False)
+        if cfg.overfit_batches:
+            from ..transforms import AugmentConfig
+
+            self.train_tf = create_transform(
+                self.model.data_config, is_training=True, augment=AugmentConfig.none()
+            )
+
+        soft = cfg.loss == "soft_ce"
+        if soft and self.train_split.soft_labels is None:
+            raise ConfigError(
+                f"loss 'soft_ce' needs soft labels; dataset {cfg.dataset!r} has none (use ferplus with mode: probability)"
+            )
+        weight = None
+        if cfg.class_weights != "none":
+            weight = torch.as_tensor(
+                class_weights(self.train_split.labels, len(self.classes), cfg.class_weights)
+            )
+        criterion = classification_loss(cfg.label_smoothing, weight, soft)
+        self.aux_loss, self.aux_opt = None, None
+        if cfg.loss in ("center", "island"):
+            cls = IslandLoss if cfg.loss == "island" else CenterLoss
+            kw = {"lambda1": cfg.island_lambda1} if cfg.loss == "island" else {}
+            self.aux_loss = cls(len(self.classes), self.model.num_features, **kw).to(self.device)
+            self.aux_opt = torch.optim.SGD(self.aux_loss.parameters(), lr=cfg.center_lr)
+            self.task = EmbeddingLossTask(
+                self.model, criterion, self.aux_loss, cfg.island_lambda, soft, cfg.attn_reg_weight
+            )
+        else:
+            self.task = ClassificationTask(self.model, criterion, soft, cfg.attn_reg_weight)
+
+        self.ddp_model = self.model
+        if self.world > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
+            self.task.model = self.ddp_model
+
+        self.steps_per_epoch = self._num_batches()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler, self.sched_per_batch = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.ema = None
+        if cfg.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay)
+        self.tb = None
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        if cfg.resume and (self.run_dir / "last.pt").is_file():
+            self.resume(self.run_dir / "last.pt")
+
+    def _num_batches(self) -> int:
+        n = len(self.train_split) // self.world
+        nb = max(1, n // self.cfg.batch_size)  # drop_last keeps BatchNorm happy
+        if self.cfg.overfit_batches:
+            nb = min(nb, self.cfg.overfit_batches)
+        if self.cfg.limit_train_batches:
+            nb = min(nb, self.cfg.limit_train_batches)
+        return nb
+
+    # ------------------------------------------------------------------ data
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """The training indices of one epoch for this rank (deterministic in seed and epoch)."""
+        cfg = self.cfg
+        labels = self.train_split.labels
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        n = len(labels)
+        if cfg.overfit_batches:
+            idx = np.arange(min(n, cfg.overfit_batches * cfg.batch_size))
+            idx = np.resize(idx, self.steps_per_epoch * cfg.batch_size * self.world)
+        elif cfg.sampler == "weighted":
+            from ..data.balance import class_weights
+
+            w = torch.as_tensor(class_weights(labels, len(self.classes))[labels], dtype=torch.double)
+            idx = torch.multinomial(w, n, replacement=True, generator=g).numpy()
+        else:
+            idx = torch.randperm(n, generator=g).numpy()
+        idx = idx[self.rank :: self.world]
+        return idx[: self.steps_per_epoch * cfg.batch_size]
+
+    def batches(self, epoch: int):
+        sp = self.train_split
+        g = torch.Generator().manual_seed(cfg_seed_aug(self.cfg.seed, epoch, self.rank))
+        idx = self.epoch_indices(epoch)
+        bs = self.cfg.batch_size
+        for b in range(self.steps_per_epoch):
+            i = (
+                np.sort(idx[b * bs : (b + 1) * bs])
+                if self.cfg.overfit_batches
+                else idx[b * bs : (b + 1) * bs]
+            )
+            x = self.train_tf(sp.images[i], generator=g)
+            y = torch.from_numpy(sp.labels[i])
+            soft = torch.from_numpy(sp.soft_labels[i]) if sp.soft_labels is not None else None
+            yield x, y, soft
+
+    # ------------------------------------------------------------------ loop
+    def _autocast(self):
+        if not self.cfg.amp:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def train_epoch(self, epoch: int) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        self.task.train()
+        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        parts_sum: dict = {}
+        t0 = time.perf_counter()
+        bar = tqdm(self.batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress and self.is_main), leave=False, dynamic_ncols=True)  # fmt: skip
+        for b, (x, y, soft) in enumerate(bar):
+            x, y = x.to(self.device), y.to(self.device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            soft = soft.to(self.device) if soft is not None else None
+            with self._autocast():
+                out = self.task(x, y, soft)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {b + 1}; the last good checkpoint "
+                    f"is {self.run_dir / 'last.pt'}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.aux_opt is not None:
+                self.aux_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            if self.aux_opt is not None:
+                # centre updates are not scaled by lambda (Wen et al.): undo the loss weight on their gradient
+                for p in self.aux_loss.parameters():
+                    if p.grad is not None:
+                        p.grad /= max(cfg.island_lambda, 1e-12)
+                self.aux_opt.step()
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.step)
+            if self.scheduler is not None and self.sched_per_batch:
+                self.scheduler.step()
+            self.step += 1
+            n = len(y)
+            tot_loss += loss.item() * n
+            tot_correct += (out["logits"].argmax(1) == y).sum().item()
+            tot_n += n
+            for k, v in out["parts"].items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v.item() * n
+            el = time.perf_counter() - t0
+            bar.set_postfix(
+                loss=f"{tot_loss / tot_n:.4f}",
+                acc=f"{tot_correct / tot_n:.3f}",
+                img_s=f"{tot_n * self.world / el:.0f}",
+            )
+        bar.close()
+        stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(stats)
+        el = time.perf_counter() - t0
+        res = {"train_loss": stats[0].item() / stats[2].item(), "train_acc": stats[1].item() / stats[2].item(),
+               "img_per_s": stats[2].item() / el, "epoch_time": el}  # fmt: skip
+        res.update({f"train_{k}": v / tot_n for k, v in parts_sum.items()})
+        return res
+
+    def eval_model(self):
+        return self.ema.module if self.ema is not None else self.model
+
+    def validate(self, split, limit_batches: int | None = None) -> dict:
+        import torch.nn.functional as F
+
+        model = self.eval_model()
+        bs = self.cfg.eval_batch_size
+        images, labels = split.images, split.labels
+        if limit_batches:
+            images, labels = images[: limit_batches * bs], labels[: limit_batches * bs]
+        if self.cfg.overfit_batches:
+            n = min(len(self.train_split), self.cfg.overfit_batches * self.cfg.batch_size)
+            images, labels = self.train_split.images[:n], self.train_split.labels[:n]
+        probs = predict_probs(model, images, self.eval_tf, bs, device=self.device)
+        m = classification_metrics(labels, probs, self.classes)
+        m["loss"] = float(
+            F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)).item()
+        )
+        model.train()
+        return m
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        writer = self._tensorboard()
+        t_start = time.perf_counter()
+        stopped_early = False
+        for epoch in range(self.epoch, cfg.epochs):
+            tr = self.train_epoch(epoch)
+            val = self.validate(self.splits["val"], cfg.limit_val_batches)
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.scheduler is not None and not self.sched_per_batch:
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(val["loss"])
+                else:
+                    self.scheduler.step()
+            self.epoch = epoch + 1
+            row = {"epoch": self.epoch, "lr": lr, **tr, "val_loss": val["loss"], "val_acc": val["accuracy"],
+                   "val_macro_f1": val["macro_f1"]}  # fmt: skip
+            for c, d in val["per_class"].items():
+                for k in ("precision", "recall", "f1"):
+                    row[f"val_{k}_{c}"] = d[k]
+            self.history.append(row)
+            score = val["accuracy"] if cfg.monitor == "val_acc" else -val["loss"]
+            improved = score > self.best
+            if improved:
+                self.best, self.bad_epochs = score, 0
+            else:
+                self.bad_epochs += 1
+            if self.is_main:
+                self._log(row, writer)
+                self.save(self.run_dir / "last.pt", val)
+                if improved:
+                    self.save(self.run_dir / "best.pt", val)
+                if self.epoch in cfg.snapshot_epochs:
+                    self.save(self.run_dir / f"epoch_{self.epoch:03d}.pt", val)
+                print(
+                    f"epoch {self.epoch}/{cfg.epochs}: train loss {tr['train_loss']:.4f} acc {tr['train_acc']:.4f} | "
+                    f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f} macro-F1 {val['macro_f1']:.4f} | "
+                    f"{tr['img_per_s']:.0f} img/s, {tr['epoch_time']:.0f} s{' *' if improved else ''}",
+                    flush=True,
+                )
+            if cfg.early_stopping and self.bad_epochs >= cfg.early_stopping:
+                stopped_early = True
+                if self.is_main:
+                    print(
+                        f"early stopping: no improvement of {cfg.monitor} for {self.bad_epochs} epochs",
+                        flush=True,
+                    )
+                break
+        summary = {"epochs_run": self.epoch, "best_" + cfg.monitor: self.best if cfg.monitor == "val_acc" else -self.best,
+                   "stopped_early": stopped_early, "train_time_s": time.perf_counter() - t_start}  # fmt: skip
+        if self.is_main:
+            summary.update(self.finish())
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        if writer is not None:
+            writer.close()
+        return summary
+
+    def finish(self) -> dict:
+        """Reload the best weights, evaluate the test splits, write reports, curves and the safetensors export."""
+        from .plots import plot_curves
+
+        out = {}
+        best = self.run_dir / "best.pt"
+        if best.is_file():
+            ck = load_checkpoint(best)
+            self.model.load_state_dict(ck["model"])
+            if self.ema is not None and ck.get("ema"):
+                self.ema.module.load_state_dict(ck["ema"])
+        if self.cfg.fast_dev_run:
+            return out
+        for key, sp in self.splits.items():
+            if not key.startswith("test:"):
+                continue
+            name = key[5:]
+            m = self.validate(sp)
+            write_report(
+                m, self.run_dir / "eval", f"{name}", f"{self.cfg.run_name}: {self.cfg.dataset}/{name}"
+            )
+            out[f"{name}_acc"] = m["accuracy"]
+            out[f"{name}_macro_f1"] = m["macro_f1"]
+        if (self.run_dir / "metrics.csv").is_file():
+            plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
+        export_weights(self.eval_model(), self.run_dir / "model.safetensors", self.classes,
+                       {"dataset": self.cfg.dataset, "epoch": self.epoch, **{k: v for k, v in out.items()}})  # fmt: skip
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state(self, val: dict | None = None) -> dict:
+        sched = self.scheduler.state_dict() if self.scheduler is not None else None
+        return {
+            "format": FORMAT, "version": 1,
+            "model_name": self.model.model_name, "model_kwargs": self.model.model_kwargs,
+            "classes": list(self.classes), "data_config": self.model.data_config.to_dict(),
+            "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step, "best_metric": self.best,
+            "bad_epochs": self.bad_epochs,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": _plain(sched),
+            "aux_loss": self.aux_loss.state_dict() if self.aux_loss is not None else None,
+            "aux_optimizer": self.aux_opt.state_dict() if self.aux_opt is not None else None,
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "metrics": {"val_acc": val["accuracy"], "val_loss": val["loss"]} if val else {},
+        }  # fmt: skip
+
+    def save(self, path: Path, val: dict | None = None) -> Path:
+        return atomic_save(self.state(val), path)
+
+    def resume(self, path: Path) -> None:
+        ck = load_checkpoint(path)
+        if ck["model_name"] != self.model.model_name:
+            raise ConfigError(
+                f"{path}: checkpoint of {ck['model_name']!r}, but the config trains {self.model.model_name!r}"
+            )
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if self.scheduler is not None and ck.get("scheduler"):
+            self.scheduler.load_state_dict(ck["scheduler"])
+        if self.aux_loss is not None and ck.get("aux_loss"):
+            self.aux_loss.load_state_dict(ck["aux_loss"])
+            self.aux_opt.load_state_dict(ck["aux_optimizer"])
+        if self.ema is not None and ck.get("ema"):
+            self.ema.module.load_state_dict(ck["ema"])
+        torch.set_rng_state(ck["torch_rng"])
+        self.epoch, self.step, self.best = ck["epoch"], ck["step"], ck["best_metric"]
+        self.bad_epochs = ck.get("bad_epochs", 0)
+        self.history = list(ck.get("history", []))
+        if self.is_main:
+            print(f"resumed from {path} at epoch {self.epoch}", flush=True)
+
+    # ------------------------------------------------------------------ logs
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tb"))
+
+    def _log(self, row: dict, writer) -> None:
+        path = self.run_dir / "metrics.csv"
+        rows = self.history
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        tmp = path.with_name(".metrics.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    writer.add_scalar(k.replace("val_", "val/").replace("train_", "train/"), v, row["epoch"])
+
+
+def cfg_seed_aug(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+def _plain(obj):
+    """Scheduler state dicts hold only numbers/strings/lists in torch's own schedulers; drop anything else."""
+    if obj is None or isinstance(obj, (int, float, str, bool, torch.Tensor)):
+        return obj
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items() if not callable(v) or isinstance(v, torch.Tensor)}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return None
+
+
+def train(config: str | Path | None = None, overrides=None) -> dict:
+    """Library entry point of ``ferlab train``."""
+    from .config import load_config
+
+    cfg = load_config(config, overrides)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+        if cfg.device.startswith("cuda"):
+            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    try:
+        return Trainer(cfg).fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,262 @@
+"""Face detectors behind one small interface.
+
+Every detector takes a uint8 grayscale ``[H, W]`` or RGB ``[H, W, 3]`` image (or a path / PIL image) and
+returns a list of :class:`~ferlab.faces.geometry.Face`, largest first. Only the OpenCV Haar cascade is
+always available; MTCNN (``pip install 'ferlab[mtcnn]'``) and MediaPipe (``pip install mediapipe``) are
+optional and imported only when such a detector is created. All of them ship their weights inside their
+package, so nothing is downloaded.
+
+Example:
+    >>> det = create_detector("haar", min_size=40)
+    >>> faces = det.detect(read_image("photo.jpg"))
+    >>> faces[0].box  # (x1, y1, x2, y2) of the largest face
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import FerlabError, unknown_name
+from ..io import as_array
+from .geometry import Face
+
+
+class FaceDetector:
+    """Base class: subclasses implement ``_detect(img)`` on a uint8 array and return faces in any order.
+
+    Args:
+        min_size: drop faces whose shorter box side is below this many pixels.
+        score_threshold: drop faces scoring below this (None keeps all).
+    """
+
+    name = "base"
+
+    def __init__(self, min_size: int = 20, score_threshold: float | None = None) -> None:
+        self.min_size = int(min_size)
+        self.score_threshold = score_threshold
+
+    def detect(self, img) -> list[Face]:
+        """Faces in ``img`` (uint8 gray or RGB array, PIL image or path), sorted largest first."""
+        img = as_array(img)
+        faces = [
+            f
+            for f in self._detect(img)
+            if min(f.width, f.height) >= self.min_size
+            and (self.score_threshold is None or f.score >= self.score_threshold)
+        ]
+        return sorted(faces, key=lambda f: (f.area, f.score), reverse=True)
+
+    __call__ = detect
+
+    def _detect(self, img: np.ndarray) -> list[Face]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(min_size={self.min_size}, score_threshold={self.score_threshold})"
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img)
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's Viola-Jones cascade (``haarcascade_frontalface_default.xml`` bundled with opencv-python).
+
+    Fast and dependency-free, frontal faces only, no landmarks (so no alignment). The score is the
+    cascade's level weight (unbounded, larger is surer; about 3-8 for clear faces), not a probability.
+
+    Args:
+        min_size: smallest face side in pixels.
+        score_threshold: minimum level weight (None keeps every detection).
+        scale_factor: image pyramid step of ``detectMultiScale``.
+        min_neighbors: overlapping raw detections needed to keep a face; higher means fewer false faces.
+        cascade: file name in ``cv2.data.haarcascades`` or a path to a cascade XML.
+        max_side: images whose longer side exceeds this are shrunk for detection (boxes are mapped back);
+            None detects at full resolution.
+    """
+
+    name = "haar"
+
+    def __init__(
+        self,
+        min_size: int = 20,
+        score_threshold: float | None = None,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        cascade: str = "haarcascade_frontalface_default.xml",
+        max_side: int | None = 1024,
+    ) -> None:
+        super().__init__(min_size, score_threshold)
+        path = Path(cascade)
+        if not path.is_file():
+            path = Path(cv2.data.haarcascades) / cascade
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise FerlabError(f"Haar cascade {cascade!r} could not be loaded (looked for {path})")
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.max_side = max_side
+
+    def _detect(self, img: np.ndarray) -> list[Face]:
+        gray = _gray(img)
+        factor = 1.0
+        if self.max_side and max(gray.shape) > self.max_side:
+            factor = self.max_side / max(gray.shape)
+            size = (round(gray.shape[1] * factor), round(gray.shape[0] * factor))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        min_px = max(int(self.min_size * factor), 1)
+        rects, _, weights = self._cascade.detectMultiScale3(
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_px, min_px),
+            outputRejectLevels=True,
+        )
+        weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+        faces = []
+        for i, (x, y, w, h) in enumerate(np.asarray(rects).reshape(-1, 4)):
+            score = float(weights[i]) if i < len(weights) else 1.0
+            faces.append(Face((x, y, x + w, y + h), score).scaled(1 / factor))
+        return faces
+
+
+def _missing(what: str, package: str, install: str, err: ImportError) -> FerlabError:
+    if err.name and err.name.split(".")[0] == package:
+        return FerlabError(
+            f"the {what} face detector needs {package}, which is not installed; run: {install}"
+        )
+    return FerlabError(f"the {what} face detector could not import {package}: {err}")
+
+
+class MTCNNDetector(FaceDetector):
+    """MTCNN (Zhang et al. 2016) from facenet-pytorch, with 5 landmarks; install ``ferlab[mtcnn]``.
+
+    Landmarks: ``left_eye``, ``right_eye``, ``nose``, ``mouth_left``, ``mouth_right``. Runs on the CPU
+    with the weights bundled in facenet-pytorch.
+
+    Args:
+        min_size: smallest face side in pixels (also MTCNN's ``min_face_size``).
+        score_threshold: minimum face probability.
+        thresholds: MTCNN's three stage thresholds.
+        device: torch device.
+    """
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        min_size: int = 20,
+        score_threshold: float | None = 0.9,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(min_size, score_threshold)
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as e:
+            raise _missing("MTCNN", "facenet_pytorch", "pip install 'ferlab[mtcnn]'", e) from None
+        self._mtcnn = MTCNN(
+            min_face_size=self.min_size, thresholds=list(thresholds), keep_all=True, device=device
+        )
+
+    def _detect(self, img: np.ndarray) -> list[Face]:
+        import torch
+
+        with torch.no_grad():
+            boxes, probs, points = self._mtcnn.detect(_rgb(img), landmarks=True)
+        if boxes is None:
+            return []
+        names = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+        return [
+            Face(tuple(b), float(p), {n: tuple(pt) for n, pt in zip(names, pts)})
+            for b, p, pts in zip(boxes, probs, points)
+        ]
+
+
+class MediaPipeDetector(FaceDetector):
+    """MediaPipe's BlazeFace short-range detector (mediapipe 0.10.x, model bundled in the wheel).
+
+    Best for faces that fill a good part of the image (within about 2 m of the camera); use
+    ``model_selection=1`` for the full-range model. Landmarks: ``left_eye``, ``right_eye``, ``nose``,
+    ``mouth``, ``left_ear``, ``right_ear`` (sides in the image).
+
+    Args:
+        min_size: smallest face side in pixels.
+        score_threshold: minimum detection confidence (MediaPipe's ``min_detection_confidence``).
+        model_selection: 0 short-range, 1 full-range.
+    """
+
+    name = "mediapipe"
+
+    def __init__(
+        self, min_size: int = 20, score_threshold: float | None = 0.5, model_selection: int = 0
+    ) -> None:
+        super().__init__(min_size, score_threshold)
+        try:
+            import mediapipe as mp
+        except ImportError as e:
+            raise _missing("MediaPipe", "mediapipe", "pip install mediapipe==0.10.21", e) from None
+        self._mp = mp.solutions.face_detection.FaceDetection(
+            min_detection_confidence=float(score_threshold or 0.0), model_selection=model_selection
+        )
+
+    def _detect(self, img: np.ndarray) -> list[Face]:
+        rgb = _rgb(img)
+        h, w = rgb.shape[:2]
+        result = self._mp.process(rgb)
+        faces = []
+        for det in result.detections or []:
+            rel = det.location_data.relative_bounding_box
+            box = (rel.xmin * w, rel.ymin * h, (rel.xmin + rel.width) * w, (rel.ymin + rel.height) * h)
+            kp = [(p.x * w, p.y * h) for p in det.location_data.relative_keypoints]
+            lm = None
+            if len(kp) >= 6:
+                # MediaPipe names points from the subject's view; order each pair by image side instead.
+                eyes, ears = sorted(kp[0:2]), sorted(kp[4:6])
+                lm = {
+                    "left_eye": eyes[0], "right_eye": eyes[1], "nose": kp[2], "mouth": kp[3],
+                    "left_ear": ears[0], "right_ear": ears[1],
+                }  # fmt: skip
+            faces.append(Face(box, float(det.score[0]) if det.score else 1.0, lm))
+        return faces
+
+    def close(self) -> None:
+        self._mp.close()
+
+
+DETECTORS: dict[str, type[FaceDetector]] = {
+    "haar": HaarDetector,
+    "mtcnn": MTCNNDetector,
+    "mediapipe": MediaPipeDetector,
+}
+
+
+def list_detectors() -> list[str]:
+    """Names accepted by :func:`create_detector`."""
+    return sorted(DETECTORS)
+
+
+def create_detector(name: str | FaceDetector = "haar", **kwargs) -> FaceDetector:
+    """A face detector by name (``'haar'``, ``'mtcnn'``, ``'mediapipe'``); an instance is returned as is.
+
+    Args:
+        name: detector name (case-insensitive) or a ready :class:`FaceDetector`.
+        **kwargs: options of that detector, e.g. ``min_size``, ``score_threshold``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the valid ones).
+        FerlabError: the detector's optional package is not installed (the message says how to install it).
+    """
+    if isinstance(name, FaceDetector):
+        return name
+    key = str(name).strip().lower()
+    if key not in DETECTORS:
+        raise unknown_name("face detector", name, DETECTORS)
+    return DETECTORS[key](**kwargs)

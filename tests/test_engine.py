@@ -1,0 +1,200 @@
+"""The Trainer, configs, losses, metrics and checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ferlab
+from ferlab import labels as L
+from ferlab.engine import (
+    Trainer,
+    TrainingDiverged,
+    acc_sta,
+    classification_metrics,
+    load_checkpoint,
+    load_config,
+    load_model,
+)
+from ferlab.engine.config import from_dict
+from ferlab.engine.losses import IslandLoss
+from ferlab.engine.metrics import expected_calibration_error
+from ferlab.errors import ConfigError
+
+
+def _random_splits(n=64, side=48, classes=L.SEVEN, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def mk(name, k):
+        return ferlab.Split(
+            name,
+            rng.integers(0, 255, (k, side, side), dtype=np.uint8),
+            rng.integers(0, len(classes), k),
+            classes,
+        )
+
+    return {"train": mk("train", n), "val": mk("val", 32), "test:test": mk("test", 32)}
+
+
+def _cfg(tmp_path, **kw):
+    base = {"model": "smallcnn_tiny", "epochs": 1, "batch_size": 16, "progress": False, "tensorboard": False,
+            "output_dir": str(tmp_path), "name": "run", "scheduler": "none", "lr": 0.01}  # fmt: skip
+    base.update(kw)
+    return from_dict(base)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_layers_and_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: smallcnn\nepochs: 7\naugment:\n  hflip: 0.3\n")
+    cfg = load_config(p, ["epochs=9", "augment.rotate=5", "lr=1"])
+    assert cfg.model == "smallcnn" and cfg.epochs == 9 and cfg.augment == {"hflip": 0.3, "rotate": 5}
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    with pytest.raises(ConfigError, match=r"unknown config key.*valid"):
+        load_config(None, ["epoch=3"])
+    with pytest.raises(ConfigError, match=r"'epochs'.*expected"):
+        load_config(None, ["epochs=three"])
+    with pytest.raises(ConfigError, match="valid: sgd"):
+        load_config(None, ["optimizer=adamax"])
+    with pytest.raises(ConfigError, match="unknown augmentation"):
+        load_config(None, ["augment.flip=1"])
+    with pytest.raises(ConfigError, match="label_smoothing must be 0"):
+        load_config(None, ["loss=soft_ce", "label_smoothing=0.1"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_config(None, ["epochs"])
+
+
+def test_channel_mismatch_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="in_chans"):
+        load_config(None, ["in_chans=2"])
+
+
+# ---------------------------------------------------------------- losses and metrics
+
+
+def test_island_loss_known_answer():
+    loss = IslandLoss(num_classes=2, dim=2, lambda1=7.0)
+    with torch.no_grad():
+        loss.centers.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    emb = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    y = torch.tensor([0, 1])
+    # centre term: 0.5 * mean(0, 4) = 1; pair term: two ordered pairs, cos = 0 -> (0 + 1) * 2 = 2
+    assert loss(emb, y).item() == pytest.approx(1.0 + 7.0 * 2.0)
+    with torch.no_grad():
+        loss.centers.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))  # opposite centres: cos = -1 -> 0
+    assert loss.pair_term().item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_acc_sta_formula():
+    acc, sta = acc_sta([0.70, 0.72, 0.74])
+    assert acc == pytest.approx(0.72)
+    assert sta == pytest.approx(np.sqrt(((0.02**2) * 2) / 3))  # population std (divide by N)
+
+
+def test_metrics_known_answers():
+    y = np.array([0, 0, 1, 1, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 0]] * 0.8 + 0.2 / 3
+    m = classification_metrics(y, probs, ("a", "b", "c"))
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["per_class"]["a"]["recall"] == pytest.approx(0.5)
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["c"]["f1"] == 0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
+    # ECE: every confidence is 0.8667, accuracy 0.6 -> ECE = 0.2667
+    assert expected_calibration_error(probs, y) == pytest.approx(0.8 + 0.2 / 3 - 0.6)
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def test_fast_dev_run(tmp_path):
+    cfg = _cfg(tmp_path, fast_dev_run=True)
+    s = Trainer(cfg, _random_splits(), L.SEVEN).fit()
+    assert s["epochs_run"] == 1
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_resume_continues_exactly(tmp_path):
+    """save -> kill -> resume gives the same weights and optimiser state as an uninterrupted run."""
+    splits = _random_splits(n=96)
+    common = dict(optimizer="adamw", scheduler="onecycle", epochs=3, lr=0.003, augment={"rotate": 5.0})
+    full = Trainer(_cfg(tmp_path, name="full", **common), splits, L.SEVEN)
+    full.fit()
+    # the "killed" run: 2 epochs, with a recipe that says 3 epochs in total (so the schedule is the same)
+    part = Trainer(_cfg(tmp_path, name="part", **common), splits, L.SEVEN)
+    part.cfg.epochs = 2
+    part.fit()
+    ck = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert ck["epoch"] == 2
+    resumed = Trainer(_cfg(tmp_path, name="part", **common), splits, L.SEVEN)
+    assert resumed.epoch == 2 and resumed.step == ck["step"]
+    st = resumed.optimizer.state_dict()["state"]
+    for k, v in ck["optimizer"]["state"].items():
+        torch.testing.assert_close(st[k]["exp_avg"], v["exp_avg"])
+    resumed.fit()
+    a_sd = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b_sd = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 3
+    for k in a_sd:
+        torch.testing.assert_close(a_sd[k], b_sd[k], rtol=1e-5, atol=1e-6)
+
+
+def test_nan_loss_stops_with_message(tmp_path):
+    splits = _random_splits()
+    splits["train"].images[:] = 0
+    tr = Trainer(_cfg(tmp_path, lr=1e30, epochs=3, optimizer="sgd"), splits, L.SEVEN)
+    with pytest.raises(TrainingDiverged, match=r"epoch \d+, step \d+"):
+        tr.fit()
+
+
+@pytest.mark.parametrize("loss", ["island", "center"])
+def test_island_and_center_training_runs(tmp_path, loss):
+    cfg = _cfg(tmp_path, loss=loss, fast_dev_run=True)
+    tr = Trainer(cfg, _random_splits(), L.SEVEN)
+    c0 = tr.aux_loss.centers.detach().clone()
+    tr.fit()
+    assert not torch.equal(c0, tr.aux_loss.centers.detach())
+
+
+def test_checkpoint_is_weights_only_and_exports(tmp_path):
+    Trainer(_cfg(tmp_path, epochs=1), _random_splits(), L.SEVEN).fit()
+    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert ck["model_name"] == "smallcnn_tiny" and ck["classes"] == list(L.SEVEN)
+    model, classes, _ = load_model(tmp_path / "run" / "model.safetensors")
+    assert classes == L.SEVEN and model.data_config.input_size == (1, 48, 48)
+    x = torch.randn(2, 1, 48, 48)
+    ref, _, _ = load_model(tmp_path / "run" / "best.pt")
+    torch.testing.assert_close(model(x), ref(x))
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "ferlab-checkpoint", "obj": object()}, bad)
+    with pytest.raises(ConfigError, match="not a loadable"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("name", ferlab.list_models())
+def test_fast_dev_run_every_model(tmp_path, name):
+    info = ferlab.model_info(name)
+    size = info.test_size or info.data.input_size[1]
+    splits = _random_splits(n=8, side=size)
+    cfg = _cfg(tmp_path, model=name, img_size=size, fast_dev_run=True, batch_size=4, eval_batch_size=8)
+    s = Trainer(cfg, splits, L.SEVEN).fit()
+    assert s["epochs_run"] == 1
+
+
+def test_real_fer2013_small_run_beats_chance(tmp_path, fer2013):
+    """4,000 FER2013 training images, 3 epochs, the small CNN: clearly above chance (> 30 %) on PublicTest."""
+    tr = fer2013["train"].subset(np.arange(4000))
+    splits = {
+        "train": tr,
+        "val": fer2013["val"].subset(np.arange(1000)),
+        "test:test": fer2013["test"].subset(np.arange(500)),
+    }
+    cfg = _cfg(
+        tmp_path, model="smallcnn", epochs=3, batch_size=32, optimizer="adamw", lr=0.003, scheduler="onecycle"
+    )
+    s = Trainer(cfg, splits, L.SEVEN).fit()
+    assert s["best_val_acc"] > 0.30, s
