@@ -163,6 +163,31 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import bench_train, format_rows
+    from .models import list_models
+
+    if args.what != "train":
+        raise FerlabError(f"unknown benchmark {args.what!r}; valid: train")
+    names = []
+    for pat in args.model:
+        hits = list_models(pat)
+        if not hits:
+            raise FerlabError(f"no model matches {pat!r}")
+        names += hits
+    rows = []
+    for threads in args.threads:
+        for n in names:
+            r = bench_train(n, args.batch_size, threads, args.amp, args.channels_last, img_size=args.img_size)
+            rows.append(r)
+            print(format_rows([r]).splitlines()[-1], flush=True)
+    table = format_rows(rows)
+    print("\n" + table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ferlab",
@@ -256,6 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="report folder (default: <run>/eval)")
     s.add_argument("--data-dir", help=DATA_HELP)
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("bench", help="benchmarks on this machine: `ferlab bench train --model NAME`")
+    s.add_argument("what", choices=["train"], help="what to benchmark")
+    s.add_argument("--model", nargs="+", default=["smallcnn"], help="model names or patterns")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure (default 1 2)"
+    )
+    s.add_argument("--amp", action="store_true", help="bf16 autocast")
+    s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--img-size", type=int, help="override the model's input side")
+    s.add_argument("--out", help="also write the Markdown table here")
+    s.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("list-models", help="the model zoo: name, paper, parameters, FLOPs, input")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern (default *)")

@@ -171,6 +171,11 @@ class Trainer:
 
         self.ddp_model = self.model
         if self.world > 1:
+            if cfg.loss in ("center", "island") or cfg.attn_reg_weight:
+                raise ConfigError(
+                    "data-parallel training supports plain classification losses only "
+                    f"(loss {cfg.loss!r}, attn_reg_weight {cfg.attn_reg_weight}); train this recipe in one process"
+                )
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
             self.task.model = self.ddp_model
 

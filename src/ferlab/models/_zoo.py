@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     aemt,
     baselines,
     emonext,
+    fernet,
     gclenet,
     pattlite,
     resemotenet,
