@@ -188,6 +188,27 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_protocol(args) -> int:
+    from .engine import protocols
+    from .engine.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.kind == "kfold":
+        res = protocols.run_kfold(cfg, k=args.k, group_key=args.group_key, split=args.split)
+    elif args.kind == "repeats":
+        res = protocols.run_repeats(cfg, n=args.n)
+    elif args.kind == "transfer":
+        if not args.finetune_config:
+            raise FerlabError("transfer needs --finetune-config (the second stage's recipe)")
+        res = protocols.run_transfer(cfg, load_config(args.finetune_config, args.overrides))
+    else:
+        if not args.switches:
+            raise FerlabError("ablation needs --switches (the model's component switches)")
+        res = protocols.run_ablation(cfg, args.switches)
+    print(Path(res["dir"], "protocol.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ferlab",
@@ -281,6 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="report folder (default: <run>/eval)")
     s.add_argument("--data-dir", help=DATA_HELP)
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser(
+        "protocol",
+        help="the papers' protocols: kfold, repeats (Acc/Sta), transfer (pre-train + fine-tune), ablation",
+        description="kfold: stratified k-fold CV, mean +- std (paper 000). repeats: N seeds, Acc = mean, Sta = "
+        "population std (paper 002). transfer: --config pre-trains, --finetune-config fine-tunes from its weights "
+        "(papers 000, 003). ablation: one run per on/off combination of --switches (tables of papers 000, 002, 003).",
+    )
+    s.add_argument("kind", choices=["kfold", "repeats", "transfer", "ablation"])
+    s.add_argument("--config", required=True, help="YAML recipe")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument("--k", type=int, default=5, help="folds (kfold)")
+    s.add_argument("--group-key", help="metadata key keeping groups (e.g. subject) within one fold (kfold)")
+    s.add_argument("--split", help="split to cross-validate (default: the config's train split)")
+    s.add_argument("--n", type=int, default=10, help="number of seeds (repeats)")
+    s.add_argument("--finetune-config", help="second-stage recipe (transfer)")
+    s.add_argument("--switches", nargs="*", help="model switches to ablate (ablation)")
+    s.set_defaults(func=_cmd_protocol)
 
     s = sub.add_parser("bench", help="benchmarks on this machine: `ferlab bench train --model NAME`")
     s.add_argument("what", choices=["train"], help="what to benchmark")
