@@ -3,7 +3,7 @@
 Optimisers: sgd (momentum, Nesterov), adam, adamw, radam, adabelief, lookahead_* wrappers and
 ``ranger_adabelief`` = Lookahead(AdaBelief) as in paper 004.
 Schedulers: ``step`` (x gamma every step_size epochs: paper 000 x0.1/10, paper 003 /10 every 20),
-``plateau`` (ReduceLROnPlateau; paper 002: halve after 3 stalled epochs), ``cosine`` (with optional linear
+``plateau`` (ReduceLROnPlateau on ``monitor: val_loss|val_acc``; paper 002: halve after 3 stalled epochs), ``cosine`` (with optional linear
 warm-up), ``cosine_restarts`` (CosineAnnealingWarmRestarts), ``cyclic`` (CyclicLR, for snapshot
 ensembles) and ``onecycle``. ``per_batch`` tells the Trainer whether to step after every batch.
 """
@@ -21,18 +21,32 @@ from ..errors import ConfigError
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     name = cfg.optimizer
     kw = {}
-    if name == "ranger_adabelief":
-        name = "lookahead_adabelief"
+    if name == "ranger_adabelief":  # Ranger = RAdam-rectified AdaBelief + Lookahead (paper 004)
+        name = "lookahead_radabelief"
     if name.endswith("sgd"):
         name = name.replace("sgd", "nesterov" if cfg.nesterov else "momentum")
         kw["momentum"] = cfg.momentum
     return create_optimizer_v2(model, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 
+SCHEDULER_KWARGS = {
+    "step": {"step_size", "gamma"},
+    "plateau": {"mode", "monitor", "factor", "patience", "min_lr"},
+    "cosine": {"min_lr_ratio"},
+    "cosine_restarts": {"T_0", "T_mult", "eta_min"},
+    "cyclic": {"base_lr", "max_lr", "step_size_up", "step_size_up_epochs", "mode", "cycle_momentum"},
+    "onecycle": {"pct_start", "div_factor", "final_div_factor"},
+}
+
+
 def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
     """Returns (scheduler or None, per_batch: bool)."""
     kw = dict(cfg.scheduler_kwargs)
     s = cfg.scheduler
+    allowed = SCHEDULER_KWARGS.get(s, set())
+    unknown = sorted(set(kw) - allowed)
+    if unknown:
+        raise ConfigError(f"scheduler {s!r} takes no scheduler_kwargs {unknown}; valid: {sorted(allowed) or 'none'}")
     total = cfg.epochs * steps_per_epoch
     try:
         if s == "none":
@@ -43,8 +57,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
             ), False
         if s == "plateau":
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode=kw.get("mode", "min"), factor=kw.get("factor", 0.5), patience=kw.get("patience", 3)
-            ), False
+                opt, mode=kw.get("mode", "max" if kw.get("monitor", "val_loss") == "val_acc" else "min"),
+                factor=kw.get("factor", 0.5), patience=kw.get("patience", 3), min_lr=kw.get("min_lr", 0.0),
+            ), False  # fmt: skip
         if s == "cosine":
             warm = cfg.warmup_epochs * steps_per_epoch
             floor = kw.get("min_lr_ratio", 0.0)
@@ -65,7 +80,7 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
                 opt,
                 base_lr=kw.get("base_lr", cfg.lr / 10),
                 max_lr=kw.get("max_lr", cfg.lr),
-                step_size_up=kw.get("step_size_up", 2 * steps_per_epoch),
+                step_size_up=kw.get("step_size_up", round(kw.get("step_size_up_epochs", 2) * steps_per_epoch)),
                 mode=kw.get("mode", "triangular"),
                 cycle_momentum=kw.get("cycle_momentum", False),
             ), True

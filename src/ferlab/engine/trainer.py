@@ -342,7 +342,8 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None and not self.sched_per_batch:
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.scheduler.step(val["loss"])
+                    on_acc = cfg.scheduler_kwargs.get("monitor", "val_loss") == "val_acc"
+                    self.scheduler.step(val["accuracy"] if on_acc else val["loss"])
                 else:
                     self.scheduler.step()
             self.epoch = epoch + 1
