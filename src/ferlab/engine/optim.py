@@ -46,7 +46,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
     allowed = SCHEDULER_KWARGS.get(s, set())
     unknown = sorted(set(kw) - allowed)
     if unknown:
-        raise ConfigError(f"scheduler {s!r} takes no scheduler_kwargs {unknown}; valid: {sorted(allowed) or 'none'}")
+        raise ConfigError(
+            f"scheduler {s!r} takes no scheduler_kwargs {unknown}; valid: {sorted(allowed) or 'none'}"
+        )
     total = cfg.epochs * steps_per_epoch
     try:
         if s == "none":
@@ -80,7 +82,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
                 opt,
                 base_lr=kw.get("base_lr", cfg.lr / 10),
                 max_lr=kw.get("max_lr", cfg.lr),
-                step_size_up=kw.get("step_size_up", round(kw.get("step_size_up_epochs", 2) * steps_per_epoch)),
+                step_size_up=kw.get(
+                    "step_size_up", round(kw.get("step_size_up_epochs", 2) * steps_per_epoch)
+                ),
                 mode=kw.get("mode", "triangular"),
                 cycle_momentum=kw.get("cycle_momentum", False),
             ), True
