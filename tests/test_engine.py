@@ -115,7 +115,8 @@ def test_fast_dev_run(tmp_path):
     cfg = _cfg(tmp_path, fast_dev_run=True)
     s = Trainer(cfg, _random_splits(), L.SEVEN).fit()
     assert s["epochs_run"] == 1
-    assert (tmp_path / "run" / "last.pt").is_file()
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+    assert not (tmp_path / "run" / "last.pt").exists()  # smoke runs write no checkpoints
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -198,3 +199,21 @@ def test_real_fer2013_small_run_beats_chance(tmp_path, fer2013):
     )
     s = Trainer(cfg, splits, L.SEVEN).fit()
     assert s["best_val_acc"] > 0.30, s
+
+
+def test_distillation_from_a_trained_teacher(tmp_path):
+    splits = _random_splits()
+    Trainer(_cfg(tmp_path, name="teacher", epochs=1), splits, L.SEVEN).fit()
+    teacher = tmp_path / "teacher" / "model.safetensors"
+    tr = Trainer(
+        _cfg(tmp_path, name="student", model="fernet_xs", teacher=str(teacher), kd_alpha=0.7), splits, L.SEVEN
+    )
+    assert type(tr.task).__name__ == "DistillationTask"
+    t0 = [p.detach().clone() for p in tr.task.teacher.parameters()]
+    tr.fit()
+    assert all(
+        torch.equal(a, b) for a, b in zip(t0, tr.task.teacher.parameters())
+    )  # the teacher never changes
+    assert "train_kd" in tr.history[-1]
+    with pytest.raises(ConfigError, match="combines with loss 'ce' only"):
+        _cfg(tmp_path, teacher=str(teacher), loss="island")

@@ -148,7 +148,8 @@ def _cmd_evaluate(args) -> int:
         )
         m = evaluate_model(model, sp, classes, tta=args.tta, batch_size=args.batch_size, progress=True)
         out = Path(args.out) if args.out else (Path(p) if Path(p).is_dir() else Path(p).parent) / "eval"
-        stem = f"{args.dataset}_{args.split}" + ("" if args.tta == "none" else f"_{args.tta}")
+        dname = Path(args.dataset.split(":", 1)[1]).name if ":" in args.dataset else args.dataset
+        stem = f"{dname}_{args.split}" + ("" if args.tta == "none" else f"_{args.tta}")
         files = write_report(m, out, stem, f"{p} on {args.dataset}/{args.split} (TTA {args.tta})")
         rows.append((p, m))
         print(

@@ -68,6 +68,9 @@ class TrainConfig:
     island_lambda1: float = 7.0  # L_island = L_center + lambda1 * sum(cos + 1)
     center_lr: float = 0.5  # centres are learned with their own SGD optimiser
     attn_reg_weight: float = 0.0  # weight of a model's 'attn_reg' output (EmoNeXt)
+    teacher: str | None = None  # knowledge distillation: a .safetensors export or checkpoint of the teacher
+    kd_alpha: float = 0.5  # weight of the distillation term
+    kd_temperature: float = 4.0
     # engine switches
     amp: bool = False  # bf16 autocast on CPU, fp16 on CUDA
     ema: bool = False
@@ -220,6 +223,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("use either sampler 'weighted' or class_weights, not both")
     if cfg.sampler == "weighted" and cfg.class_weights != "none":
         raise ConfigError("sampler 'weighted' already balances classes; set class_weights to 'none'")
+    if cfg.teacher and cfg.loss != "ce":
+        raise ConfigError(f"distillation (teacher) combines with loss 'ce' only, not {cfg.loss!r}")
+    if not 0 <= cfg.kd_alpha <= 1:
+        raise ConfigError(f"kd_alpha must be in [0, 1], got {cfg.kd_alpha}")
     if cfg.in_chans is not None and cfg.in_chans not in (1, 3, 4):
         raise ConfigError(f"in_chans={cfg.in_chans}: valid: 1 (grayscale), 3 (RGB), 4 (RGB + LBP)")
     if cfg.device not in ("cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):

@@ -93,7 +93,8 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
                 opt,
                 max_lr=cfg.lr,
                 total_steps=total,
-                pct_start=kw.get("pct_start", 0.25),
+                # at least two warm-up steps: torch divides by (pct_start * total - 1)
+                pct_start=min(max(kw.get("pct_start", 0.25), 2.5 / total), 0.9),
                 div_factor=kw.get("div_factor", 25.0),
                 final_div_factor=kw.get("final_div_factor", 1e4),
             ), True

@@ -64,3 +64,51 @@ class EmbeddingLossTask(ClassificationTask):
             loss = loss + self.attn_reg_weight * reg
             parts["attn_reg"] = reg.detach()
         return {"loss": loss, "logits": logits, "parts": parts}
+
+
+class DistillationTask(ClassificationTask):
+    """Knowledge distillation (Hinton et al., 2015): (1 - alpha) * CE(student, y) + alpha * T^2 * KL(teacher_T || student_T).
+
+    The teacher (any ferlab model, ensemble or checkpoint) runs in eval mode without gradients on the same
+    augmented batch; it must take the same input as the student (same data config).
+    """
+
+    def __init__(
+        self,
+        model,
+        criterion,
+        teacher: nn.Module,
+        alpha: float = 0.5,
+        temperature: float = 4.0,
+        soft: bool = False,
+    ):
+        super().__init__(model, criterion, soft)
+        self.teacher, self.alpha, self.temperature = teacher.eval(), alpha, temperature
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # the teacher never trains
+        return self
+
+    def forward(self, x, y, soft=None) -> dict:
+        import torch.nn.functional as F
+
+        logits = self.model(x)
+        with torch.no_grad():
+            t_logits = self.teacher(x).float()
+        ce = self.criterion(logits.float(), soft if self.soft else y)
+        t = self.temperature
+        kd = (
+            F.kl_div(
+                F.log_softmax(logits.float() / t, -1),
+                F.log_softmax(t_logits / t, -1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            * t
+            * t
+        )
+        loss = (1 - self.alpha) * ce + self.alpha * kd
+        return {"loss": loss, "logits": logits, "parts": {"ce": ce.detach(), "kd": kd.detach()}}

@@ -166,6 +166,22 @@ class Trainer:
             self.task = EmbeddingLossTask(
                 self.model, criterion, self.aux_loss, cfg.island_lambda, soft, cfg.attn_reg_weight
             )
+        elif cfg.teacher:
+            from .checkpoint import load_model
+            from .tasks import DistillationTask
+
+            teacher, t_classes, _ = load_model(cfg.teacher)
+            if tuple(t_classes) != self.classes:
+                raise ConfigError(
+                    f"teacher {cfg.teacher} predicts {t_classes}, the dataset has {self.classes}"
+                )
+            if teacher.data_config != self.model.data_config:
+                raise ConfigError(
+                    f"teacher input {teacher.data_config} differs from the student's {self.model.data_config}"
+                )
+            self.task = DistillationTask(
+                self.model, criterion, teacher.to(self.device), cfg.kd_alpha, cfg.kd_temperature, soft
+            )
         else:
             self.task = ClassificationTask(self.model, criterion, soft, cfg.attn_reg_weight)
 
@@ -361,11 +377,13 @@ class Trainer:
                 self.bad_epochs += 1
             if self.is_main:
                 self._log(row, writer)
+            if self.is_main and not cfg.fast_dev_run:  # a smoke run writes no checkpoints (as in Lightning)
                 self.save(self.run_dir / "last.pt", val)
                 if improved:
                     self.save(self.run_dir / "best.pt", val)
                 if self.epoch in cfg.snapshot_epochs:
                     self.save(self.run_dir / f"epoch_{self.epoch:03d}.pt", val)
+            if self.is_main:
                 print(
                     f"epoch {self.epoch}/{cfg.epochs}: train loss {tr['train_loss']:.4f} acc {tr['train_acc']:.4f} | "
                     f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f} macro-F1 {val['macro_f1']:.4f} | "
@@ -394,14 +412,14 @@ class Trainer:
         from .plots import plot_curves
 
         out = {}
+        if self.cfg.fast_dev_run:
+            return out
         best = self.run_dir / "best.pt"
         if best.is_file():
             ck = load_checkpoint(best)
             self.model.load_state_dict(ck["model"])
             if self.ema is not None and ck.get("ema"):
                 self.ema.module.load_state_dict(ck["ema"])
-        if self.cfg.fast_dev_run:
-            return out
         for key, sp in self.splits.items():
             if not key.startswith("test:"):
                 continue

@@ -359,7 +359,7 @@ class AEMT(FERModel):
         return counts
 
 
-@register_model(paper="000 AEMT (Front. Neurosci. 2024)", input_size=(4, 224, 224), lbp=True, test_size=64)
+@register_model(paper="000: AEMT (Front. Neurosci. 2024)", input_size=(4, 224, 224), lbp=True, test_size=64)
 def aemt(
     num_classes: int = 7,
     in_chans: int = 4,

@@ -193,7 +193,7 @@ def _resnet(
 
 
 @register_model(
-    paper="Simonyan & Zisserman, ICLR 2015 (arXiv:1409.1556)", input_size=(3, 224, 224), test_size=32
+    paper="baseline: VGG (Simonyan & Zisserman, ICLR 2015)", input_size=(3, 224, 224), test_size=32
 )
 def vgg16(
     num_classes: int = 7,
@@ -208,7 +208,7 @@ def vgg16(
 
 
 @register_model(
-    paper="Simonyan & Zisserman, ICLR 2015 (arXiv:1409.1556)", input_size=(3, 224, 224), test_size=32
+    paper="baseline: VGG (Simonyan & Zisserman, ICLR 2015)", input_size=(3, 224, 224), test_size=32
 )
 def vgg19(
     num_classes: int = 7,
@@ -222,19 +222,19 @@ def vgg19(
     return _vgg(19, num_classes, in_chans, img_size, drop_rate, batch_norm)
 
 
-@register_model(paper="He et al., CVPR 2016 (arXiv:1512.03385)", input_size=(3, 224, 224), test_size=64)
+@register_model(paper="baseline: ResNet (He et al., CVPR 2016)", input_size=(3, 224, 224), test_size=64)
 def resnet18(num_classes: int = 7, in_chans: int = 3, img_size: int = 224, drop_rate: float = 0.0, **kwargs):
     """ResNet18 (BasicBlocks [2, 2, 2, 2]), 11.18 M params."""
     return _resnet(18, num_classes, in_chans, img_size, drop_rate, cbam=False, mlp_bias=False)
 
 
-@register_model(paper="He et al., CVPR 2016 (arXiv:1512.03385)", input_size=(3, 224, 224), test_size=64)
+@register_model(paper="baseline: ResNet (He et al., CVPR 2016)", input_size=(3, 224, 224), test_size=64)
 def resnet34(num_classes: int = 7, in_chans: int = 3, img_size: int = 224, drop_rate: float = 0.0, **kwargs):
     """ResNet34 (BasicBlocks [3, 4, 6, 3]), 21.29 M params; the paper-003 baseline."""
     return _resnet(34, num_classes, in_chans, img_size, drop_rate, cbam=False, mlp_bias=False)
 
 
-@register_model(paper="Woo et al., ECCV 2018 (arXiv:1807.06521)", input_size=(3, 224, 224), test_size=64)
+@register_model(paper="004: CBAM-ResNet (Woo et al., ECCV 2018)", input_size=(3, 224, 224), test_size=64)
 def cbam_resnet18(
     num_classes: int = 7,
     in_chans: int = 3,
@@ -247,7 +247,7 @@ def cbam_resnet18(
     return _resnet(18, num_classes, in_chans, img_size, drop_rate, cbam=True, mlp_bias=mlp_bias)
 
 
-@register_model(paper="Woo et al., ECCV 2018 (arXiv:1807.06521)", input_size=(3, 224, 224), test_size=64)
+@register_model(paper="004: CBAM-ResNet (Woo et al., ECCV 2018)", input_size=(3, 224, 224), test_size=64)
 def cbam_resnet34(
     num_classes: int = 7,
     in_chans: int = 3,
@@ -260,7 +260,7 @@ def cbam_resnet34(
     return _resnet(34, num_classes, in_chans, img_size, drop_rate, cbam=True, mlp_bias=mlp_bias)
 
 
-@register_model(paper="Woo et al., ECCV 2018 (arXiv:1807.06521)", input_size=(3, 224, 224), test_size=64)
+@register_model(paper="004: CBAM-ResNet (Woo et al., ECCV 2018)", input_size=(3, 224, 224), test_size=64)
 def cbam_resnet50(
     num_classes: int = 7,
     in_chans: int = 3,
@@ -274,7 +274,7 @@ def cbam_resnet50(
 
 
 @register_model(
-    paper="Howard et al., 2017 (arXiv:1704.04861)",
+    paper="baseline: MobileNetV1 (Howard et al., 2017)",
     input_size=(3, 224, 224),
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),

@@ -241,7 +241,7 @@ def _emonext(variant: str, num_classes: int, in_chans: int, img_size: int, **swi
 
 
 _CFG = dict(
-    paper="El Boudouri & Bohi, EmoNeXt, MMSP 2023",
+    paper="004: EmoNeXt (El Boudouri & Bohi, MMSP 2023)",
     input_size=(3, 224, 224),
     color="rgb",
     mean=(0.0, 0.0, 0.0),

@@ -71,7 +71,7 @@ class FERNet(FERModel):
         return x if pre_logits else self.head(x)
 
 
-@register_model(paper="ferlab", input_size=(1, 48, 48))
+@register_model(paper="ferlab: FERNet (this project)", input_size=(1, 48, 48))
 def fernet_s(
     num_classes: int = 7, in_chans: int = 1, img_size: int = 48, widths=(48, 96, 192, 384), depths=(0, 1, 1, 1),
     drop_rate: float = 0.3,
@@ -80,7 +80,7 @@ def fernet_s(
     return FERNet(num_classes, in_chans, tuple(widths), tuple(depths), drop_rate)
 
 
-@register_model(paper="ferlab", input_size=(1, 48, 48))
+@register_model(paper="ferlab: FERNet (this project)", input_size=(1, 48, 48))
 def fernet_xs(
     num_classes: int = 7, in_chans: int = 1, img_size: int = 48, widths=(16, 32, 64, 128), depths=(0, 0, 1, 1),
     drop_rate: float = 0.2,

@@ -389,7 +389,7 @@ class GCLENet(FERModel):
 
 
 @register_model(
-    paper="003 GCLENet/LSDC-FER (Electronics 2024)", input_size=(3, 224, 224), color="rgb", test_size=64
+    paper="003: GCLENet/LSDC-FER (Electronics 2024)", input_size=(3, 224, 224), color="rgb", test_size=64
 )
 def gclenet(num_classes: int = 7, in_chans: int = 3, img_size: int = 224, lfa: bool = True, mgc: bool = True):
     """GCLENet: ResNet34 + LFA (quadrant ACBs) + MGC (multi-scale conv + ACmix); 21.85 M (21.65 M fused)."""

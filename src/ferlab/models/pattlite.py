@@ -193,7 +193,7 @@ class PAttLite(FERModel):
 
 
 @register_model(
-    paper="004: PAtt-Lite (Ngwe et al., IEEE Access 2024, arXiv:2306.09626)",
+    paper="004: PAtt-Lite (Ngwe et al., IEEE Access 2024)",
     input_size=(3, 224, 224),
     color="rgb",
     mean=(0.5, 0.5, 0.5),

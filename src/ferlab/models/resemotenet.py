@@ -161,7 +161,7 @@ class ResEmoteNet(FERModel):
 
 
 @register_model(
-    paper="004: ResEmoteNet (Roy et al., IEEE SPL 2024, arXiv:2409.10545)",
+    paper="004: ResEmoteNet (Roy et al., IEEE SPL 2024)",
     input_size=(3, 64, 64),
     color="gray",
     mean=IMAGENET_MEAN,

@@ -226,7 +226,7 @@ class ResMaskingNet(FERModel):
 
 
 @register_model(
-    paper="Pham et al., Residual Masking Network, ICPR 2020",
+    paper="004: Residual Masking Network (Pham et al., ICPR 2020)",
     input_size=(3, 224, 224),
     color="rgb",
     mean=(0.0, 0.0, 0.0),

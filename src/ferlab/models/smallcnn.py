@@ -46,13 +46,13 @@ class SmallCNN(FERModel):
         return x if pre_logits else self.head(x)
 
 
-@register_model(paper="ferlab baseline", input_size=(1, 48, 48))
+@register_model(paper="ferlab: small CNN baseline", input_size=(1, 48, 48))
 def smallcnn(num_classes: int = 7, in_chans: int = 1, img_size: int = 48, drop_rate: float = 0.3, **kwargs):
     """4-stage VGG-style CNN (32-64-128-256), ~1.2 M params, for 48x48 grayscale."""
     return SmallCNN(num_classes, in_chans, (32, 64, 128, 256), drop_rate)
 
 
-@register_model(paper="ferlab baseline", input_size=(1, 48, 48))
+@register_model(paper="ferlab: small CNN baseline", input_size=(1, 48, 48))
 def smallcnn_tiny(
     num_classes: int = 7, in_chans: int = 1, img_size: int = 48, drop_rate: float = 0.0, **kwargs
 ):

@@ -340,7 +340,7 @@ class VGG16CARA(FERModel):
         return {"logits": self.head(emb), "embedding": emb, "maps": maps}
 
 
-@register_model(paper="002 Chen & Chen, JIPS (VGG16+GCCA+PD+RA)", input_size=(3, 224, 224), test_size=32)
+@register_model(paper="002: VGG16+GCCA+PD+RA (Chen & Chen, JIPS)", input_size=(3, 224, 224), test_size=32)
 def vgg16_cara(
     num_classes: int = 7,
     in_chans: int = 3,
