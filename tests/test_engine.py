@@ -187,16 +187,26 @@ def test_fast_dev_run_every_model(tmp_path, name):
 
 
 def test_real_fer2013_small_run_beats_chance(tmp_path, fer2013):
-    """4,000 FER2013 training images, 3 epochs, the small CNN: clearly above chance (> 30 %) on PublicTest."""
-    tr = fer2013["train"].subset(np.arange(4000))
+    """6,000 FER2013 training images, 4 epochs, the small CNN: clearly above chance (> 30 %) on PublicTest.
+
+    (Always answering the largest class, happy, scores 24.9 % on PublicTest.)"""
+    tr = fer2013["train"].subset(np.arange(6000))
     splits = {
         "train": tr,
         "val": fer2013["val"].subset(np.arange(1000)),
         "test:test": fer2013["test"].subset(np.arange(500)),
     }
-    cfg = _cfg(
-        tmp_path, model="smallcnn", epochs=3, batch_size=32, optimizer="adamw", lr=0.003, scheduler="onecycle"
-    )
+    flip_only = {
+        "hflip": 0.5,
+        "rotate": 0.0,
+        "scale": [1.0, 1.0],
+        "translate": 0.0,
+        "brightness": 0.0,
+        "contrast": 0.0,
+        "erasing": 0.0,
+    }
+    cfg = _cfg(tmp_path, model="smallcnn", epochs=4, batch_size=32, optimizer="adamw", lr=0.002, scheduler="onecycle",
+               augment=flip_only, amp=True, channels_last=True)  # fmt: skip
     s = Trainer(cfg, splits, L.SEVEN).fit()
     assert s["best_val_acc"] > 0.30, s
 

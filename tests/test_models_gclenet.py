@@ -234,10 +234,12 @@ def test_acb_branches_and_fuse():
 
 
 def test_model_fuse_keeps_eval_outputs():
-    model = build()
+    # in float64, so the check measures the folding itself and not float32 summation order over 34 layers
+    # (in float32 the fused model agrees to ~2e-5 relative, depending on the thread count)
+    model = build().double()
     randomize_bn(model)
     model.eval()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         ref = model(x)
         assert model.fuse() is model
