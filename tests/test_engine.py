@@ -227,3 +227,36 @@ def test_distillation_from_a_trained_teacher(tmp_path):
     assert "train_kd" in tr.history[-1]
     with pytest.raises(ConfigError, match="combines with loss 'ce' only"):
         _cfg(tmp_path, teacher=str(teacher), loss="island")
+
+
+def test_tensorboard_and_curves_are_written(tmp_path):
+    Trainer(_cfg(tmp_path, epochs=2, tensorboard=True), _random_splits(), L.SEVEN).fit()
+    run = tmp_path / "run"
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "curves.png").stat().st_size > 10_000
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    for col in ("train_loss", "val_acc", "lr", "val_recall_disgust", "val_f1_happy", "val_precision_neutral"):
+        assert col in header
+    for f in ("test.json", "test.md", "test_confusion.png", "test_confusion.csv"):
+        assert (run / "eval" / f).is_file()
+
+
+def test_torch_compile_switch(tmp_path):
+    tr = Trainer(_cfg(tmp_path, compile=True, fast_dev_run=True), _random_splits(n=16), L.SEVEN)
+    assert type(tr.task.model).__name__ == "OptimizedModule"
+    assert tr.fit()["epochs_run"] == 1
+
+
+def test_cross_dataset_evaluation_maps_labels(fer2013):
+    """An 8-class (FER+-style) model evaluated on 7-class FER2013: labels map through the vocabulary."""
+    from ferlab.engine import evaluate_model
+
+    model = ferlab.create_model("smallcnn_tiny", num_classes=8).eval()
+    sp = fer2013["test"].subset(np.arange(64))
+    m = evaluate_model(model, sp, classes=L.EIGHT)
+    assert m["classes"] == list(L.EIGHT) and m["n"] == 64
+    assert m["per_class"]["contempt"]["support"] == 0
+    # a 7-class model on an 8-class split: contempt images have no counterpart and are left out, explicitly
+    sp8 = ferlab.Split("test", sp.images[:8], np.array([7, 7, 0, 1, 2, 3, 4, 5]), L.EIGHT)
+    m7 = evaluate_model(ferlab.create_model("smallcnn_tiny").eval(), sp8, classes=L.SEVEN)
+    assert m7["n"] == 6 and m7["left_out_unknown_classes"] == {"contempt": 2}

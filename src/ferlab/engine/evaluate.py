@@ -73,11 +73,16 @@ def evaluate_model(
 
     classes = tuple(classes or getattr(model, "classes", split.classes))
     y = split.labels
+    unmapped = {}
     if tuple(split.classes) != classes:  # cross-dataset: map through the shared vocabulary
         y = remap(split.labels, split.classes, classes)
         keep = y >= 0
         if not keep.any():
             raise ConfigError(f"no class of the split {split.classes} is known to the model {classes}")
+        # images of classes the model cannot predict are left out and counted, never silently scored
+        unmapped = {
+            c: int((split.labels[~keep] == i).sum()) for i, c in enumerate(split.classes) if c not in classes
+        }
         split = split.subset(keep)
         y = y[keep]
     t = time.perf_counter()
@@ -85,6 +90,7 @@ def evaluate_model(
     dt = time.perf_counter() - t
     m = classification_metrics(y, probs, classes)
     m["tta"] = tta
+    m["left_out_unknown_classes"] = unmapped
     m["ms_per_image"] = 1000 * dt / max(len(y), 1)
     return m
 

@@ -185,6 +185,8 @@ class Trainer:
         else:
             self.task = ClassificationTask(self.model, criterion, soft, cfg.attn_reg_weight)
 
+        if cfg.compile:
+            self.task.model = torch.compile(self.model)
         self.ddp_model = self.model
         if self.world > 1:
             if cfg.loss in ("center", "island") or cfg.attn_reg_weight:
@@ -198,6 +200,8 @@ class Trainer:
         self.steps_per_epoch = self._num_batches()
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler, self.sched_per_batch = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        # fp16 autocast on CUDA needs loss scaling; bf16 (the CPU path) does not
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp and self.device.type == "cuda" else None
         self.ema = None
         if cfg.ema:
             from timm.utils import ModelEmaV3
@@ -288,10 +292,18 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.aux_opt is not None:
                 self.aux_opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             if self.aux_opt is not None:
                 # centre updates are not scaled by lambda (Wen et al.): undo the loss weight on their gradient
                 for p in self.aux_loss.parameters():
