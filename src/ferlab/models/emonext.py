@@ -250,121 +250,35 @@ _CFG = dict(
 )
 
 
-@register_model(**_CFG)
-def emonext_tiny(
-    num_classes: int = 7,
-    in_chans: int = 3,
-    img_size: int = 224,
-    stn: bool = True,
-    se: bool = True,
-    attn_reg: bool = True,
-    drop_path_rate: float = 0.1,
-    **kwargs,
-) -> EmoNeXt:
-    """EmoNeXt-Tiny: STN + ConvNeXt-T (3-3-9-3, 96-768) + SE, 30.0 M params, 224x224."""
-    return _emonext(
-        "tiny",
-        num_classes,
-        in_chans,
-        img_size,
-        stn=stn,
-        se=se,
-        attn_reg=attn_reg,
-        drop_path_rate=drop_path_rate,
-    )
+def _register(variant: str, doc: str, **cfg) -> None:
+    """Register ``emonext_<variant>``: one entrypoint per size, all with the same switches."""
+
+    def entry(
+        num_classes: int = 7, in_chans: int = 3, img_size: int = 224, stn: bool = True, se: bool = True,
+        attn_reg: bool = True, drop_path_rate: float = 0.1,
+    ) -> EmoNeXt:  # fmt: skip
+        return _emonext(
+            variant,
+            num_classes,
+            in_chans,
+            img_size,
+            stn=stn,
+            se=se,
+            attn_reg=attn_reg,
+            drop_path_rate=drop_path_rate,
+        )
+
+    entry.__name__ = entry.__qualname__ = f"emonext_{variant}"
+    entry.__doc__ = doc
+    globals()[entry.__name__] = register_model(**{**_CFG, **cfg})(entry)
 
 
-@register_model(**_CFG)
-def emonext_small(
-    num_classes: int = 7,
-    in_chans: int = 3,
-    img_size: int = 224,
-    stn: bool = True,
-    se: bool = True,
-    attn_reg: bool = True,
-    drop_path_rate: float = 0.1,
-    **kwargs,
-) -> EmoNeXt:
-    """EmoNeXt-Small: STN + ConvNeXt-S (3-3-27-3, 96-768) + SE, 51.6 M params, 224x224."""
-    return _emonext(
-        "small",
-        num_classes,
-        in_chans,
-        img_size,
-        stn=stn,
-        se=se,
-        attn_reg=attn_reg,
-        drop_path_rate=drop_path_rate,
-    )
-
-
-@register_model(**_CFG)
-def emonext_base(
-    num_classes: int = 7,
-    in_chans: int = 3,
-    img_size: int = 224,
-    stn: bool = True,
-    se: bool = True,
-    attn_reg: bool = True,
-    drop_path_rate: float = 0.1,
-    **kwargs,
-) -> EmoNeXt:
-    """EmoNeXt-Base: STN + ConvNeXt-B (3-3-27-3, 128-1024) + SE, 90.7 M params, 224x224."""
-    return _emonext(
-        "base",
-        num_classes,
-        in_chans,
-        img_size,
-        stn=stn,
-        se=se,
-        attn_reg=attn_reg,
-        drop_path_rate=drop_path_rate,
-    )
-
-
-@register_model(**_CFG)
-def emonext_large(
-    num_classes: int = 7,
-    in_chans: int = 3,
-    img_size: int = 224,
-    stn: bool = True,
-    se: bool = True,
-    attn_reg: bool = True,
-    drop_path_rate: float = 0.1,
-    **kwargs,
-) -> EmoNeXt:
-    """EmoNeXt-Large: STN + ConvNeXt-L (3-3-27-3, 192-1536) + SE, 202.2 M params, 224x224."""
-    return _emonext(
-        "large",
-        num_classes,
-        in_chans,
-        img_size,
-        stn=stn,
-        se=se,
-        attn_reg=attn_reg,
-        drop_path_rate=drop_path_rate,
-    )
-
-
-@register_model(**{**_CFG, "test_size": 32})
-def emonext_xlarge(
-    num_classes: int = 7,
-    in_chans: int = 3,
-    img_size: int = 224,
-    stn: bool = True,
-    se: bool = True,
-    attn_reg: bool = True,
-    drop_path_rate: float = 0.1,
-    **kwargs,
-) -> EmoNeXt:
-    """EmoNeXt-XLarge: STN + ConvNeXt-XL (3-3-27-3, 256-2048) + SE, 358.1 M params, 224x224."""
-    return _emonext(
-        "xlarge",
-        num_classes,
-        in_chans,
-        img_size,
-        stn=stn,
-        se=se,
-        attn_reg=attn_reg,
-        drop_path_rate=drop_path_rate,
-    )
+_register("tiny", "EmoNeXt-Tiny: STN + ConvNeXt-T (3-3-9-3, 96-768) + SE, 30.0 M params, 224x224.")
+_register("small", "EmoNeXt-Small: STN + ConvNeXt-S (3-3-27-3, 96-768) + SE, 51.6 M params, 224x224.")
+_register("base", "EmoNeXt-Base: STN + ConvNeXt-B (3-3-27-3, 128-1024) + SE, 90.7 M params, 224x224.")
+_register("large", "EmoNeXt-Large: STN + ConvNeXt-L (3-3-27-3, 192-1536) + SE, 202.2 M params, 224x224.")
+_register(
+    "xlarge",
+    "EmoNeXt-XLarge: STN + ConvNeXt-XL (3-3-27-3, 256-2048) + SE, 358.1 M params, 224x224.",
+    test_size=32,
+)
