@@ -118,3 +118,18 @@ def test_pretrained_from_local_file(tmp_path):
     torch.testing.assert_close(dst.features[0][0][0].weight, src.features[0][0][0].weight)
     with pytest.raises(ConfigError, match="not found"):
         ferlab.create_model("smallcnn_tiny", pretrained=tmp_path / "missing.safetensors")
+
+
+def test_pretrained_rgb_stem_adapts_to_grayscale(tmp_path):
+    """ImageNet-style RGB weights load into a 1-channel model: the first conv is summed over RGB."""
+    from safetensors.torch import save_file
+
+    from ferlab.models import load_pretrained
+
+    rgb = ferlab.create_model("resnet18", num_classes=7, img_size=64)
+    path = tmp_path / "rgb.safetensors"
+    save_file(rgb.state_dict(), str(path))
+    gray = ferlab.create_model("resnet18", num_classes=5, in_chans=1, img_size=64)
+    res = load_pretrained(gray, path)
+    assert res["adapted"] == ["conv1.weight"] and sorted(res["mismatched"]) == ["head.bias", "head.weight"]
+    torch.testing.assert_close(gray.conv1.weight, rgb.conv1.weight.sum(1, keepdim=True))

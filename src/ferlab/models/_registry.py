@@ -210,16 +210,30 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
 def load_pretrained(model: torch.nn.Module, path: str | Path, prefix: str = "") -> dict:
     """Load weights non-strictly into ``model`` (or its submodule at ``prefix``); returns what was skipped.
 
-    Keys whose shapes differ (a classifier with another class count, a first conv with other channels)
-    are skipped and listed, so ImageNet backbones load into FER heads.
+    A first convolution trained on RGB is adapted to the model's input channels with timm's
+    ``adapt_input_conv`` (summed for 1-channel grayscale faces, repeated and rescaled for 4), so ImageNet
+    weights help 48x48 grayscale models too. Other keys whose shapes differ (a classifier with another class
+    count) are skipped and listed under ``mismatched``; keys the model does not have under ``unexpected``.
     """
+    from timm.models import adapt_input_conv
+
     sd = load_state_file(path)
     target = model.get_submodule(prefix) if prefix else model
     own = target.state_dict()
-    load, mismatched = {}, []
+    load, mismatched, adapted = {}, [], []
     for k, v in sd.items():
         if k in own and own[k].shape == v.shape:
             load[k] = v
+        elif (
+            k in own
+            and v.ndim == 4
+            and own[k].ndim == 4
+            and v.shape[0] == own[k].shape[0]
+            and v.shape[2:] == own[k].shape[2:]
+            and v.shape[1] == 3
+        ):
+            load[k] = adapt_input_conv(own[k].shape[1], v.float()).to(own[k].dtype)
+            adapted.append(k)
         elif k in own:
             mismatched.append(k)
     if not load:
@@ -227,7 +241,9 @@ def load_pretrained(model: torch.nn.Module, path: str | Path, prefix: str = "") 
             f"{path}: no parameter matches model {getattr(model, 'model_name', type(model).__name__)}"
         )
     res = target.load_state_dict(load, strict=False)
-    return {"loaded": len(load), "missing": list(res.missing_keys), "mismatched": mismatched}
+    unexpected = [k for k in sd if k not in own]
+    return {"loaded": len(load), "missing": list(res.missing_keys), "mismatched": mismatched, "adapted": adapted,
+            "unexpected": unexpected}  # fmt: skip
 
 
 def _import_all() -> None:

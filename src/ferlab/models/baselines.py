@@ -86,7 +86,8 @@ Deviations from the paper:
   Normalisation mean = std = 0.5 (inputs in [-1, 1]) like Keras' ``preprocess_input`` and timm's
   ``mobilenetv1_100`` weights, not ImageNet mean/std.
 * **Input channels.** With ``in_chans != 3`` the first convolution is built for that many channels; a
-  3-channel ImageNet stem in a ``pretrained`` file is then skipped (shape mismatch) and stays random.
+  3-channel ImageNet stem in a ``pretrained`` file is adapted to it by ``load_pretrained`` (timm's
+  ``adapt_input_conv``: summed over RGB for one channel).
 * **No weights are downloaded.** ``pretrained`` in ``create_model`` takes a local state-dict file in timm's
   key layout (e.g. a timm ImageNet checkpoint); the classifier is not loaded (ours is named ``head``).
 """

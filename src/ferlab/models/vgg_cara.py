@@ -88,8 +88,8 @@ style maps become a class prediction):
     does not say where).
 11. **Input.** The paper resizes MTCNN face crops to 224x224; VGG16 takes 3 channels, so the registered
     default is (3, 224, 224) RGB with ImageNet normalisation (grayscale FER2013 is replicated to 3
-    channels by the transform). ``in_chans=1`` works; then a 3-channel pretrained first conv is skipped by
-    ``load_pretrained`` (shape mismatch) and stays randomly initialised.
+    channels by the transform). ``in_chans=1`` works; then a 3-channel pretrained first conv is summed over
+    RGB by ``load_pretrained`` (timm's ``adapt_input_conv``).
 """
 
 from __future__ import annotations
