@@ -7,6 +7,7 @@ Public API::
     ferlab.create_model("smallcnn", num_classes=7)
     ferlab.list_models("emonext*")
     ferlab.create_transform(model.data_config, is_training=False)
+    ferlab.Recognizer().predict("photo.jpg")    # faces with box, label and probabilities
 """
 
 from .errors import ConfigError, DataError, FerlabError, ImageReadError
@@ -31,6 +32,10 @@ def __getattr__(name):  # lazy: importing ferlab stays cheap (no torch until nee
         from . import data
 
         return getattr(data, name)
+    if name in ("Recognizer", "FacePrediction", "load_default", "list_pretrained"):
+        from . import inference
+
+        return getattr(inference, name)
     if name in ("create_transform",):
         from . import transforms
 

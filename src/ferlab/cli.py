@@ -146,7 +146,15 @@ def _cmd_evaluate(args) -> int:
             if split.in_memory
             else split.load(size=model.data_config.input_size[1], grayscale=model.data_config.color == "gray")
         )
-        m = evaluate_model(model, sp, classes, tta=args.tta, batch_size=args.batch_size, progress=True)
+        m = evaluate_model(
+            model,
+            sp,
+            classes,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            progress=True,
+            precision=args.precision,
+        )
         out = Path(args.out) if args.out else (Path(p) if Path(p).is_dir() else Path(p).parent) / "eval"
         dname = Path(args.dataset.split(":", 1)[1]).name if ":" in args.dataset else args.dataset
         stem = f"{dname}_{args.split}" + ("" if args.tta == "none" else f"_{args.tta}")
@@ -299,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="fer2013")
     s.add_argument("--split", default="test")
     s.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none")
+    s.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default="fp32",
+        help="fp32 is the exact reference; bf16/auto is the CPU fast path",
+    )
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--out", help="report folder (default: <run>/eval)")
     s.add_argument("--data-dir", help=DATA_HELP)

@@ -179,8 +179,11 @@ class Trainer:
                 raise ConfigError(
                     f"teacher input {teacher.data_config} differs from the student's {self.model.data_config}"
                 )
+            teacher = teacher.to(self.device)
+            if cfg.channels_last:
+                teacher = teacher.to(memory_format=torch.channels_last)
             self.task = DistillationTask(
-                self.model, criterion, teacher.to(self.device), cfg.kd_alpha, cfg.kd_temperature, soft
+                self.model, criterion, teacher, cfg.kd_alpha, cfg.kd_temperature, soft
             )
         else:
             self.task = ClassificationTask(self.model, criterion, soft, cfg.attn_reg_weight)

@@ -1,0 +1,285 @@
+"""Recognise expressions in photos, arrays and face crops: the :class:`Recognizer` and the shipped models.
+
+Example:
+    >>> from ferlab import Recognizer
+    >>> r = Recognizer()                        # the shipped default model, Haar face detector, CPU
+    >>> faces = r.predict("photo.jpg")          # also a numpy array or a PIL image
+    >>> faces[0].label, faces[0].probs["happy"], faces[0].box
+    ('happy', 0.93, (212.0, 80.0, 298.0, 166.0))
+    >>> r.predict_faces(crops)                  # uint8 [N,H,W] or [N,H,W,3] crops, no detection
+
+The model is any ferlab checkpoint (run folder, ``.pt``, ``.safetensors``), a shipped model name
+(``'default'``, ``'fast'``, see :func:`list_pretrained`) or an already built model (an ensemble included)
+that has ``data_config`` and ``classes``. Crops go through the same evaluation transform as training and
+``ferlab evaluate`` (:func:`ferlab.create_transform`), so a photo's face is scored exactly like a dataset
+crop of the same pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+
+#: Shipped models: name -> file inside ``ferlab/weights``.
+PRETRAINED = {"default": "default.safetensors", "fast": "fast.safetensors"}
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+BACKENDS = ("torch", "onnx")
+
+
+def list_pretrained(available_only: bool = False) -> list[str]:
+    """Names of the shipped models (only those whose weights are in this installation if asked)."""
+    return [n for n, f in PRETRAINED.items() if not available_only or (WEIGHTS_DIR / f).is_file()]
+
+
+def pretrained_path(name: str) -> Path:
+    """The weights file of a shipped model."""
+    if name not in PRETRAINED:
+        raise ConfigError(f"unknown shipped model {name!r}; valid: {', '.join(PRETRAINED)}")
+    path = WEIGHTS_DIR / PRETRAINED[name]
+    if not path.is_file():
+        have = ", ".join(list_pretrained(True)) or "none"
+        raise ConfigError(
+            f"shipped model {name!r} is not in this installation ({path} missing); shipped here: {have}"
+        )
+    return path
+
+
+def load_default(name: str = "default"):
+    """The shipped model ``name`` (eval mode, ``.classes`` set), loaded from safetensors without pickle."""
+    from .engine.checkpoint import load_model
+
+    return load_model(pretrained_path(name))[0]
+
+
+def resolve_model(model):
+    """A model object from a shipped name, a checkpoint path/run folder or a model (returned as is)."""
+    if not isinstance(model, (str, Path)):
+        if not hasattr(model, "data_config") or not hasattr(model, "classes"):
+            raise ConfigError(
+                f"{type(model).__name__} is not a ferlab model (needs .data_config and .classes)"
+            )
+        return model
+    if str(model) in PRETRAINED:
+        return load_default(str(model))
+    from .engine.checkpoint import load_model
+
+    return load_model(model)[0]
+
+
+@dataclass
+class FacePrediction:
+    """One recognised face.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` in pixels of the input image (the whole crop for :meth:`predict_faces`).
+        label: the most probable class (lower-case name from :data:`ferlab.labels.CANONICAL`).
+        probs: probability of every class the model knows, by name; they sum to 1.
+        score: the face detector's confidence (None for crops given without detection).
+    """
+
+    box: tuple[float, float, float, float]
+    label: str
+    probs: dict[str, float]
+    score: float | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The probability of :attr:`label`."""
+        return self.probs[self.label]
+
+    def to_dict(self) -> dict:
+        return {
+            "box": [round(float(v), 1) for v in self.box],
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "probs": {k: round(v, 6) for k, v in self.probs.items()},
+            "score": None if self.score is None else round(float(self.score), 4),
+        }
+
+
+class Recognizer:
+    """Face detection + expression classification.
+
+    Args:
+        model: shipped model name (``'default'``, ``'fast'``), checkpoint path / run folder, or a model object.
+        detector: face detector name (``'haar'``, ``'mtcnn'``, ``'mediapipe'``) or a detector object.
+        device: ``'cpu'``, ``'cuda'``, ``'mps'``.
+        tta: test-time augmentation, ``'none'``, ``'flip'`` or ``'tencrop'``.
+        batch_size: crops per forward pass.
+        precision: ``'auto'`` (bf16 on CPUs with native bf16, fp16 on CUDA, else fp32), ``'fp32'``, ``'bf16'``.
+        backend: ``'torch'`` or ``'onnx'`` (ONNX Runtime on an exported copy of the model; fp32).
+        margin: fraction of the detected box added on each side before cropping (FER2013-like framing).
+        min_face: smallest face side in pixels the detector keeps.
+    """
+
+    def __init__(
+        self,
+        model="default",
+        detector="haar",
+        device: str = "cpu",
+        tta: str = "none",
+        batch_size: int = 256,
+        precision: str = "auto",
+        backend: str = "torch",
+        margin: float = 0.1,
+        min_face: int = 24,
+    ) -> None:
+        import torch
+
+        from .engine.evaluate import TTA, resolve_precision
+        from .transforms import create_transform
+
+        if tta not in TTA:
+            raise ConfigError(f"unknown TTA {tta!r}; valid: {', '.join(TTA)}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = _check_device(device)
+        self.model = resolve_model(model).eval().to(self.device)
+        self.classes = tuple(self.model.classes)
+        self.data_config = self.model.data_config
+        self.tta, self.batch_size, self.backend = tta, int(batch_size), backend
+        self.precision = "fp32" if backend == "onnx" else resolve_precision(precision, self.device)
+        self.channels_last = self.precision != "fp32" and self.device == "cpu"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.transform = create_transform(self.data_config, is_training=False)
+        self._detector_spec, self._detector = detector, None
+        self.margin, self.min_face = float(margin), int(min_face)
+        self._onnx = None
+        if backend == "onnx":
+            from .export import OnnxModel
+
+            self._onnx = OnnxModel.from_model(self.model)
+
+    # -- detection ---------------------------------------------------------------------------------
+    @property
+    def detector(self):
+        if self._detector is None:
+            from .faces.detect import create_detector
+
+            spec = self._detector_spec
+            self._detector = create_detector(spec, min_size=self.min_face) if isinstance(spec, str) else spec
+        return self._detector
+
+    def _crop(self, img: np.ndarray, face) -> np.ndarray:
+        from .faces.geometry import crop_face
+
+        return crop_face(img, face.box, self.margin, square=True)
+
+    # -- classification ----------------------------------------------------------------------------
+    def predict_proba(self, crops) -> np.ndarray:
+        """Class probabilities ``[N, C]`` for uint8 crops ``[N,H,W]`` / ``[N,H,W,3]`` (or a list of crops of any size)."""
+        crops = _stack_crops(crops, self.data_config)
+        if len(crops) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        if self._onnx is not None:
+            return self._onnx.predict_probs(crops, self.transform, self.batch_size, self.tta)
+        from .engine.evaluate import predict_probs
+
+        return predict_probs(
+            self.model,
+            crops,
+            self.transform,
+            self.batch_size,
+            self.tta,
+            self.device,
+            precision=self.precision,
+            channels_last=self.channels_last,
+        )
+
+    def _results(self, probs: np.ndarray, boxes, scores) -> list[FacePrediction]:
+        out = []
+        for p, box, score in zip(probs, boxes, scores):
+            d = {c: float(v) for c, v in zip(self.classes, p)}
+            out.append(FacePrediction(tuple(float(v) for v in box), self.classes[int(p.argmax())], d, score))
+        return out
+
+    def predict_faces(self, crops) -> list[FacePrediction]:
+        """Classify already-cropped faces without detection (the fast path for datasets and benchmarks)."""
+        crops = _stack_crops(crops, self.data_config)
+        probs = self.predict_proba(crops)
+        boxes = [(0.0, 0.0, float(c.shape[1]), float(c.shape[0])) for c in crops]
+        return self._results(probs, boxes, [None] * len(crops))
+
+    def predict(self, image) -> list[FacePrediction]:
+        """Every face in ``image`` (path, numpy array or PIL image), largest first; [] when there is none."""
+        from .io import as_array
+
+        img = as_array(image)
+        faces = self.detector.detect(img)
+        if not faces:
+            return []
+        crops = [self._crop(img, f) for f in faces]
+        return self._results(self.predict_proba(crops), [f.box for f in faces], [f.score for f in faces])
+
+    def predict_many(self, images, progress: bool = False):
+        """Yield ``(image, faces or exception)`` for many images; unreadable files yield their error, never stop."""
+        from tqdm.auto import tqdm
+
+        from .errors import FerlabError
+
+        for item in tqdm(images, desc="predict", disable=not progress, unit="img"):
+            try:
+                yield item, self.predict(item)
+            except FerlabError as e:
+                yield item, e
+
+    def __repr__(self) -> str:
+        name = getattr(self.model, "model_name", type(self.model).__name__)
+        return (
+            f"Recognizer(model={name}, classes={len(self.classes)}, detector={self._detector_spec!r}, "
+            f"device={self.device!r}, precision={self.precision!r}, backend={self.backend!r}, tta={self.tta!r})"
+        )
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    device = str(device)
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return device
+    if kind == "cuda" and torch.cuda.is_available():
+        return device
+    if kind == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return device
+    if kind in ("cuda", "mps"):
+        raise ConfigError(f"device {device!r} is not available on this machine; use 'cpu'")
+    raise ConfigError(f"unknown device {device!r}; valid: cpu, cuda, mps")
+
+
+def _stack_crops(crops, data_config) -> np.ndarray:
+    """Crops as one uint8 array ``[N,H,W(,3)]``; crops of different sizes are resized to the model's input."""
+    from .faces.geometry import resize
+
+    if isinstance(crops, np.ndarray):
+        if crops.dtype != np.uint8:
+            raise ConfigError(f"face crops must be uint8, got {crops.dtype}")
+        if crops.ndim == 2:  # one grayscale crop
+            crops = crops[None]
+        if crops.ndim not in (3, 4) or (crops.ndim == 4 and crops.shape[-1] not in (1, 3)):
+            raise ConfigError(
+                f"face crops must be [N,H,W] or [N,H,W,3] uint8, got shape {tuple(crops.shape)}"
+            )
+        return crops[..., 0] if crops.ndim == 4 and crops.shape[-1] == 1 else crops
+    crops = [np.asarray(c) for c in crops]
+    if not crops:
+        return np.zeros((0, *data_config.input_size[-2:]), np.uint8)
+    for i, c in enumerate(crops):
+        if c.dtype != np.uint8 or c.ndim not in (2, 3):
+            raise ConfigError(
+                f"face crop {i} must be a uint8 [H,W] or [H,W,3] array, got {c.dtype} {c.shape}"
+            )
+    color = any(c.ndim == 3 for c in crops)
+    if color:
+        crops = [np.repeat(c[..., None], 3, -1) if c.ndim == 2 else c for c in crops]
+    if len({c.shape for c in crops}) > 1:
+        size = tuple(data_config.input_size[-2:])
+        crops = [resize(c, size) for c in crops]
+    return np.stack(crops)
