@@ -37,3 +37,19 @@ def fer2013(data_root):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A randomly initialised ``fernet_xs`` (7 FER2013 classes) exported as ferlab safetensors.
+
+    For tests of the inference plumbing (predict, export, serve) that need *a* model file, not a good one;
+    the shipped models' accuracy is tested on real data in ``test_shipped.py``.
+    """
+    import ferlab
+    from ferlab.engine.checkpoint import export_weights
+    from ferlab.labels import CANONICAL
+
+    torch.manual_seed(0)
+    model = ferlab.create_model("fernet_xs", num_classes=7).eval()
+    return export_weights(model, tmp_path_factory.mktemp("weights") / "tiny.safetensors", CANONICAL[:7])
