@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,onnx]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,onnx,web,explain]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -21,7 +21,8 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m ferlab export-data --dataset fer2013 --out outputs/demo/fer2013.h5
 	$(BIN)/python -c "from skimage import data; from PIL import Image; import os; os.makedirs('outputs/demo/photos', exist_ok=True); Image.fromarray(data.astronaut()).save('outputs/demo/photos/astronaut.jpg')"
 	$(BIN)/python -m ferlab prepare outputs/demo/photos outputs/demo/faces --size 48
-	@echo "demo outputs in outputs/demo/ (class-count charts, fer2013.h5 cache, faces/ crops)"
+	$(BIN)/python -m ferlab predict src/ferlab/assets/astronaut.jpg --model default --annotate outputs/demo
+	@echo "demo outputs in outputs/demo/ (class-count charts, fer2013.h5 cache, faces/ crops, annotated astronaut.jpg)"
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests

@@ -104,3 +104,89 @@ def format_rows(rows: list[dict]) -> str:
             f"{r['matmul_gflops']:.0f} | {r['pct_of_matmul']:.0f}% | {r['loader_img_per_s']:.0f} |"
         )
     return "\n".join(out)
+
+
+def _median_rate(fn, n_items: int, repeats: int, min_time: float = 0.5) -> float:
+    """Median items/s of ``fn`` (which processes ``n_items``) over ``repeats`` timed rounds."""
+    fn()  # warm-up (oneDNN primitive creation, lazy imports)
+    rates = []
+    for _ in range(repeats):
+        t, k = time.perf_counter(), 0
+        while True:
+            fn()
+            k += 1
+            dt = time.perf_counter() - t
+            if dt >= min_time:
+                break
+        rates.append(n_items * k / dt)
+    return statistics.median(rates)
+
+
+def bench_photos(size: tuple[int, int]) -> np.ndarray:
+    """A ``(width, height)`` RGB photo with one frontal face: scikit-image's astronaut photo fitted in."""
+    import cv2
+    from skimage import data
+
+    w, h = size
+    img = data.astronaut()
+    s = min(w / img.shape[1], h / img.shape[0])
+    img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+    canvas = np.full((h, w, 3), 127, np.uint8)
+    y, x = (h - img.shape[0]) // 2, (w - img.shape[1]) // 2
+    canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
+    return canvas
+
+
+def bench_predict(
+    model: str = "default", threads: int | None = None, backend: str = "torch", detector: str = "haar",
+    batch_size: int = 256, precision: str = "auto", repeats: int = 5, faces=None,
+    photo_sizes=((640, 480), (1280, 720)),
+) -> dict:  # fmt: skip
+    """Inference speed of a model through :class:`ferlab.Recognizer` (``ferlab bench predict``).
+
+    Reports faces/s for batched crops (``predict_faces``, batch ``batch_size``), faces/s one crop at a time
+    (batch 1, the way ``fer`` is timed), and photos/s of the full pipeline (detection + crop +
+    classification) on photos of the given sizes, with the detector's share. ``faces`` are uint8 crops
+    (FER2013 PrivateTest when the caller has them; random otherwise). Medians of ``repeats`` rounds.
+    """
+    from .inference import Recognizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    r = Recognizer(model, detector=detector, backend=backend, batch_size=batch_size, precision=precision)
+    if faces is None:
+        h, w = r.data_config.input_size[-2:]
+        faces = np.random.default_rng(0).integers(0, 256, (1024, h, w), dtype=np.uint8)
+    batch = faces[:batch_size]
+    one = faces[:1]
+    row = {
+        "model": model, "net": getattr(r.model, "model_name", "?"), "backend": backend, "precision": r.precision,
+        "threads": torch.get_num_threads(), "batch": len(batch),
+        "faces_per_s": _median_rate(lambda: r.predict_proba(batch), len(batch), repeats),
+        "faces_per_s_b1": _median_rate(lambda: r.predict_proba(one), 1, repeats),
+        "detector": detector,
+    }  # fmt: skip
+    for w, h in photo_sizes:
+        photo = bench_photos((w, h))
+        n_faces = len(r.predict(photo))
+        row[f"photo_{w}x{h}_per_s"] = _median_rate(lambda p=photo: r.predict(p), 1, repeats)
+        row[f"detect_{w}x{h}_ms"] = 1000 / _median_rate(lambda p=photo: r.detector.detect(p), 1, repeats)
+        row[f"faces_in_{w}x{h}"] = n_faces
+    return row
+
+
+def format_predict_rows(rows: list[dict]) -> str:
+    sizes = {k[6:-6] for r in rows for k in r if k.startswith("photo_") and k.endswith("_per_s")}
+    sizes = sorted(sizes, key=lambda s: tuple(int(v) for v in s.split("x")))
+    head = "| model | net | backend | precision | threads | crops/s (batch) | crops/s (one at a time) | detector |"
+    head += "".join(f" photos/s {s} (detect ms, faces) |" for s in sizes)
+    out = [head, "|---|---|---|---|---:|---:|---:|---|" + "---:|" * len(sizes)]
+    for r in rows:
+        line = (
+            f"| {r['model']} | {r['net']} | {r['backend']} | {r['precision']} | {r['threads']} | "
+            f"{r['faces_per_s']:.0f} | {r['faces_per_s_b1']:.0f} | {r['detector']} |"
+        )
+        for s in sizes:
+            line += f" {r[f'photo_{s}_per_s']:.1f} ({r[f'detect_{s}_ms']:.1f} ms, {r[f'faces_in_{s}']}) |"
+        out.append(line)
+    return "\n".join(out)

@@ -85,6 +85,32 @@ def _cmd_export_data(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .export import OnnxModel, check_parity, export_onnx, parity_faces
+    from .inference import resolve_model
+
+    model = resolve_model(args.checkpoint or args.model)
+    path = export_onnx(model, args.out, opset=args.opset, dynamic_batch=not args.static_batch)
+    onnx_model = OnnxModel.from_file(path)
+    images, what = parity_faces(args.parity_faces, args.data_dir)
+    diff = check_parity(model, onnx_model, images)
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {onnx_model.model_name}, opset {args.opset}, "
+        f"{'batch 1' if args.static_batch else 'dynamic batch'}, classes: {', '.join(onnx_model.classes)})"
+    )
+    print(f"parity vs PyTorch fp32 on {what}: max |p_onnx - p_torch| = {diff:.2e}")
+    if diff > args.tolerance:
+        raise FerlabError(f"ONNX and PyTorch probabilities differ by {diff:.2e} > {args.tolerance:g}")
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from .serve import run
+
+    run(args.host, args.port, model=args.model, detector=args.detector, backend=args.backend)
+    return 0
+
+
 def _cmd_prepare(args) -> int:
     from .faces.pipeline import prepare_folder
 
@@ -172,14 +198,43 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_bench_predict(args) -> int:
+    from .bench import bench_predict, format_predict_rows
+
+    faces = None
+    try:  # real FER2013 PrivateTest crops when the data is there; random crops otherwise (said in the table)
+        from .data import load_dataset
+
+        faces = load_dataset("fer2013", args.data_dir)["test"].images[:1024]
+    except FerlabError as e:
+        print(f"note: benchmarking on random crops ({e})", file=sys.stderr)
+    rows = []
+    args.batch_size = args.batch_size or 256
+    for threads in args.threads:
+        for model in args.model or ["default", "fast"]:
+            for backend in args.backend:
+                r = bench_predict(
+                    model, threads, backend, args.detector, args.batch_size, args.precision, faces=faces
+                )
+                rows.append(r)
+                print(format_predict_rows([r]).splitlines()[-1], flush=True)
+    table = format_predict_rows(rows)
+    print("\n" + table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import bench_train, format_rows
     from .models import list_models
 
+    if args.what == "predict":
+        return _cmd_bench_predict(args)
     if args.what != "train":
-        raise FerlabError(f"unknown benchmark {args.what!r}; valid: train")
+        raise FerlabError(f"unknown benchmark {args.what!r}; valid: train, predict")
     names = []
-    for pat in args.model:
+    for pat in args.model or ["smallcnn"]:
         hits = list_models(pat)
         if not hits:
             raise FerlabError(f"no model matches {pat!r}")
@@ -187,7 +242,9 @@ def _cmd_bench(args) -> int:
     rows = []
     for threads in args.threads:
         for n in names:
-            r = bench_train(n, args.batch_size, threads, args.amp, args.channels_last, img_size=args.img_size)
+            r = bench_train(
+                n, args.batch_size or 64, threads, args.amp, args.channels_last, img_size=args.img_size
+            )
             rows.append(r)
             print(format_rows([r]).splitlines()[-1], flush=True)
     table = format_rows(rows)
@@ -215,6 +272,176 @@ def _cmd_protocol(args) -> int:
             raise FerlabError("ablation needs --switches (the model's component switches)")
         res = protocols.run_ablation(cfg, args.switches)
     print(Path(res["dir"], "protocol.md").read_text())
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from contextlib import ExitStack
+
+    from tqdm.auto import tqdm
+
+    from .inference import Recognizer
+    from .predict import (
+        AnnotationWriter,
+        CsvWriter,
+        JsonlWriter,
+        PredictionRecord,
+        PredictSummary,
+        predict_paths,
+        predict_video,
+    )
+
+    if not args.inputs and args.camera is None:
+        raise FerlabError("nothing to predict: give image/video files, folders or patterns, or --camera N")
+    rec = Recognizer(
+        args.model,
+        detector=args.detector,
+        device=args.device,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        backend=args.backend,
+        margin=args.margin,
+        min_face=args.min_face,
+    )
+    opts = dict(
+        detect=not args.no_detect,
+        every=args.every,
+        smooth=args.smooth,
+        max_frames=args.max_frames,
+        progress=not args.quiet,
+        keep_images=args.annotate is not None,
+    )
+    summary = PredictSummary()
+    with ExitStack() as stack:
+        out = args.output if args.output not in (None, "-") else sys.stdout
+        writers = [stack.enter_context(JsonlWriter(out))]
+        if args.csv:
+            writers.append(stack.enter_context(CsvWriter(args.csv, rec.classes)))
+        if args.annotate is not None:
+            writers.append(stack.enter_context(AnnotationWriter(args.annotate)))
+
+        def records():
+            yield from predict_paths(rec, args.inputs, **opts)
+            if args.camera is not None:
+                try:
+                    yield from predict_video(rec, int(args.camera), **opts)
+                except FerlabError as e:
+                    yield PredictionRecord(f"camera:{args.camera}", error=str(e))
+
+        try:
+            for r in records():
+                summary.add(r)
+                if not r.ok:
+                    tqdm.write(f"ferlab predict: skipped {r.error}", file=sys.stderr)
+                for w in writers:
+                    w.write(r)
+        except KeyboardInterrupt:  # stopping a camera or a long video keeps what was written
+            print("interrupted", file=sys.stderr)
+    print(f"ferlab predict: {summary}", file=sys.stderr)
+    if args.annotate is not None:
+        print(f"ferlab predict: annotated output in {args.annotate}", file=sys.stderr)
+    if summary.read == 0:
+        raise FerlabError(f"no image or video frame could be read ({summary.unreadable} unreadable)")
+    return 0
+
+
+def _cmd_ensemble(args) -> int:
+    import glob
+
+    from .ensemble import run_ensemble, save_ensemble, snapshot_members, write_ensemble_report
+
+    members = []
+    for c in args.members or []:
+        hits = sorted(glob.glob(c)) if any(ch in c for ch in "*?[") else [c]
+        if not hits:
+            raise FerlabError(f"no checkpoint matches {c!r}")
+        members += hits
+    for run in args.snapshots or []:
+        members += [str(p) for p in snapshot_members(run)]
+    if not members:
+        raise FerlabError("give the members: --members PATH ... and/or --snapshots RUN_DIR ...")
+    ens, report = run_ensemble(
+        members, args.dataset, args.split, args.fit_on, args.method, args.greedy, not args.no_replacement,
+        args.objective, args.tta, args.batch_size, args.precision, args.data_dir, progress=True,
+    )  # fmt: skip
+    files = write_ensemble_report(report, args.out)
+    print(files["md"].read_text())
+    print(f"report: {files['md']}, {files['json']}, {files['png']}")
+    if args.save:
+        print(f"saved ensemble: {save_ensemble(ens, args.save)}")
+    return 0
+
+
+def _cmd_robustness(args) -> int:
+    from .analysis.robustness import robustness_on_dataset
+
+    res, files = robustness_on_dataset(
+        args.checkpoint, args.dataset, args.split, args.data_dir, args.limit, args.seed, args.corruptions,
+        args.batch_size, args.precision, args.out, progress=True,
+    )  # fmt: skip
+    for label in res["checkpoints"]:
+        bs = [b for b in res["buckets"] if b["checkpoint"] == label and b["bucket"] != "mean"]
+        summary = ", ".join(f"{b['corruption']} {b['bucket']} {100 * b['accuracy']:.1f}%" for b in bs)
+        print(
+            f"{label}: clean {100 * res['clean'][label]['accuracy']:.2f}%"
+            + (f"; {summary}" if summary else "")
+        )
+    print(f"{res['n']} images -> {files['md']}, {files['csv']}, {files['json']}, {files['png']}")
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from .analysis.explain import explain, split_args
+
+    ckpts, images = split_args(args.checkpoint, args.images)
+    faces, files, skipped = explain(
+        ckpts, images, args.out, args.method, args.target, not args.no_detect, args.dataset, args.split,
+        args.data_dir, args.limit, args.seed, args.margin,
+    )  # fmt: skip
+    for s in skipped:
+        print(f"skipped: {s}", file=sys.stderr)
+    print(f"{len(faces)} face(s) x {len(faces[0].results)} checkpoint(s) -> {files['grid']}, {files['json']}")
+    return 0
+
+
+def _cmd_profile(args) -> int:
+    from .analysis.complexity import format_table, profile_models
+    from .models import list_models
+
+    if args.all:
+        names = list_models()
+    else:
+        if not args.model:
+            raise FerlabError("give --model NAME [NAME ...] or --all")
+        names = []
+        for pat in args.model:
+            hits = list_models(pat)
+            if not hits:
+                raise FerlabError(f"no model matches {pat!r}")
+            names += hits
+    rows = profile_models(
+        names, input_size=args.input_size, batch=args.batch, precisions=args.precision, repeats=args.repeats,
+        max_seconds=args.max_seconds, threads=args.threads, isolate=not args.in_process, progress=True,
+    )  # fmt: skip
+    table = format_table(rows)
+    print("\n" + table)
+    if args.out:
+        import json
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table + "\n")
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .analysis.report import write_report
+
+    path = write_report(args.run, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained)")
     return 0
 
 
@@ -261,6 +488,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, help="resize path-based images to SIZE x SIZE grayscale")
     s.add_argument("--data-dir", help=DATA_HELP)
     s.set_defaults(func=_cmd_export_data)
+
+    s = sub.add_parser(
+        "export",
+        help="export a model to ONNX (class names and data config inside) and check it against PyTorch",
+        description="Write the model as a self-describing ONNX file and print the largest probability "
+        "difference to PyTorch fp32 on real FER2013 test faces ($FERLAB_DATA), or on random crops without data.",
+    )
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", help="run folder, .pt checkpoint or .safetensors file")
+    g.add_argument("--model", help="shipped model name (default, fast)")
+    s.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
+    s.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    s.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (default dynamic)")
+    s.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
+    s.add_argument("--parity-faces", type=int, default=64, help="faces for the parity check (default 64)")
+    s.add_argument(
+        "--tolerance", type=float, default=1e-4, help="fail if the parity difference exceeds it (1e-4)"
+    )
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.set_defaults(func=_cmd_export)
+
+    s = sub.add_parser(
+        "serve",
+        help="web service and demo page: upload a photo, see faces and expression probabilities",
+        description="Serve POST /predict (multipart image -> JSON), GET /health, GET /models and a demo page "
+        "at / (upload or webcam snapshot). Needs the web extra: pip install 'ferlab[web]'.",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument(
+        "--model", default="default", help="shipped model name, checkpoint or .safetensors (default: default)"
+    )
+    s.add_argument("--detector", default="haar", help="face detector: haar (default), mtcnn, mediapipe")
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
+    s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser(
         "prepare",
@@ -319,6 +581,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser(
+        "ensemble",
+        help="combine checkpoints (mean, logit, vote, fitted weights, greedy selection), evaluate and save",
+        description="Evaluate an ensemble of checkpoints on --split and compare it with every member: accuracy, "
+        "pairwise disagreement, parameters and latency (Markdown + JSON + PNG in --out). --method weighted fits "
+        "the weights on --fit-on (default val); --greedy selects members there (Caruana). --save writes one "
+        ".safetensors that evaluate, predict and Recognizer load like any model.",
+    )
+    s.add_argument("--members", nargs="+", help="run folders, .pt checkpoints, .safetensors files or globs")
+    s.add_argument(
+        "--snapshots", nargs="+", metavar="RUN", help="add a run's epoch_*.pt snapshots and best.pt"
+    )
+    s.add_argument("--method", choices=["mean", "logit", "vote", "weighted"], default="mean")
+    s.add_argument("--fit-on", default="val", help="split for weights and greedy selection (default val)")
+    s.add_argument("--objective", choices=["nll", "accuracy"], default="nll", help="weight fitting objective")
+    s.add_argument("--greedy", action="store_true", help="greedy forward selection from the members")
+    s.add_argument("--no-replacement", action="store_true", help="greedy: pick each member at most once")
+    s.add_argument("--dataset", default="fer2013")
+    s.add_argument("--split", default="test")
+    s.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none")
+    s.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32")
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--out", required=True, help="report folder")
+    s.add_argument("--save", metavar="FILE", help="write the ensemble to FILE (.safetensors)")
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.set_defaults(func=_cmd_ensemble)
+
+    s = sub.add_parser(
         "protocol",
         help="the papers' protocols: kfold, repeats (Acc/Sta), transfer (pre-train + fine-tune), ablation",
         description="kfold: stratified k-fold CV, mean +- std (paper 000). repeats: N seeds, Acc = mean, Sta = "
@@ -336,10 +625,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--switches", nargs="*", help="model switches to ablate (ablation)")
     s.set_defaults(func=_cmd_protocol)
 
-    s = sub.add_parser("bench", help="benchmarks on this machine: `ferlab bench train --model NAME`")
-    s.add_argument("what", choices=["train"], help="what to benchmark")
-    s.add_argument("--model", nargs="+", default=["smallcnn"], help="model names or patterns")
-    s.add_argument("--batch-size", type=int, default=64)
+    s = sub.add_parser(
+        "bench",
+        help="benchmarks on this machine: `ferlab bench train --model NAME`, `ferlab bench predict --model default`",
+    )
+    s.add_argument("what", choices=["train", "predict"], help="what to benchmark")
+    s.add_argument(
+        "--model",
+        nargs="+",
+        default=None,
+        help="train: model names or patterns (default smallcnn); predict: shipped names or checkpoints "
+        "(default: default fast)",
+    )
+    s.add_argument("--batch-size", type=int, default=None, help="default 64 (train), 256 (predict)")
+    s.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnx"], help="predict only")
+    s.add_argument("--detector", default="haar", help="predict only: face detector for the photo pipeline")
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="predict only")
+    s.add_argument("--data-dir", help="data root for real FER2013 crops (default $FERLAB_DATA)")
     s.add_argument(
         "--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure (default 1 2)"
     )
@@ -348,6 +650,122 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--img-size", type=int, help="override the model's input side")
     s.add_argument("--out", help="also write the Markdown table here")
     s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser(
+        "predict",
+        help="recognise expressions in photos, folders, globs, videos or a camera: JSON lines, CSV, annotated images",
+        description="Detect every face (largest first) and print one JSON line per image or video frame with each "
+        "face's box, label and the probability of every class. Folders are searched recursively; videos "
+        "(mp4/avi/mov/...) give one record per processed frame with its index and time. An image without a face "
+        "gets an empty face list; unreadable files are reported on stderr and skipped; a summary ends the run.",
+    )
+    s.add_argument("inputs", nargs="*", help="image or video files, folders, glob patterns (quote them)")
+    s.add_argument(
+        "--camera", type=int, metavar="N", help="also read camera N (until Ctrl-C or --max-frames)"
+    )
+    s.add_argument(
+        "--model", default="default", help="default (shipped), fast (shipped) or a checkpoint path"
+    )
+    s.add_argument("--detector", default="haar", help="face detector: haar (default), mtcnn or mediapipe")
+    s.add_argument("--no-detect", action="store_true", help="inputs are face crops: classify each as a whole")
+    s.add_argument("--output", metavar="FILE.jsonl", help="write the JSON lines here instead of stdout")
+    s.add_argument("--csv", metavar="FILE", help="also write one CSV row per face")
+    s.add_argument("--annotate", metavar="DIR", help="write images/videos with boxes, labels and bar charts")
+    s.add_argument("--every", type=int, default=1, metavar="N", help="video: process every N-th frame")
+    s.add_argument(
+        "--smooth",
+        type=float,
+        metavar="ALPHA",
+        help="video: moving average of each face's probabilities over frames; weight of the newest in (0, 1]",
+    )
+    s.add_argument("--max-frames", type=int, metavar="N", help="video/camera: stop after N processed frames")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    s.add_argument("--batch-size", type=int, default=256, help="face crops per forward pass")
+    s.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none")
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    s.add_argument(
+        "--margin", type=float, default=0.1, help="margin around each face box, fraction of its side"
+    )
+    s.add_argument("--min-face", type=int, default=24, help="smallest face side in pixels")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser(
+        "robustness",
+        help="accuracy under rotation, occlusion, brightness/contrast, blur and JPEG at graded severities",
+        description="Apply seeded, deterministic corruptions to the same sample of face crops for every checkpoint "
+        "and write robustness.md/.csv/.json and a line plot of accuracy against severity (see "
+        "ferlab.analysis.corruptions for the grids; buckets: rotation within/beyond +-30 deg, brightness and "
+        "contrast within +-30%% / beyond +-50%%).",
+    )
+    s.add_argument(
+        "--checkpoint", nargs="+", required=True, help="run folders, .pt or .safetensors (or globs)"
+    )
+    s.add_argument("--dataset", default="fer2013")
+    s.add_argument("--split", default="test")
+    s.add_argument("--limit", type=int, help="a seeded random sample of N images (default: the whole split)")
+    s.add_argument("--seed", type=int, default=0, help="sample and corruption seed (default 0)")
+    s.add_argument("--corruptions", nargs="+", metavar="NAME", help="subset to run (default all)")
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32")
+    s.add_argument("--out", help="output folder (default: <run>/robustness)")
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.set_defaults(func=_cmd_robustness)
+
+    s = sub.add_parser(
+        "explain",
+        help="Grad-CAM heat maps of checkpoints on photos, crops or dataset samples, with a comparison grid",
+        description="Heat maps on each model's gradcam_layer (needs: pip install -e '.[explain]'). Checkpoints "
+        "and images may follow --checkpoint in any order: image files (by extension) and folders without "
+        "best.pt/last.pt are images. Writes overlays/, explain_grid.png (rows: faces; columns: the face, then "
+        "one per checkpoint with its predicted label) and explain.json.",
+    )
+    s.add_argument("--checkpoint", nargs="+", required=True, metavar="PATH", help="checkpoints (and images)")
+    s.add_argument("images", nargs="*", help="photos, face crops (--no-detect) or folders of them")
+    s.add_argument("--out", default="explain", help="output folder (default ./explain)")
+    s.add_argument("--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam")
+    s.add_argument(
+        "--class", dest="target", default="predicted", help="predicted (default), all, or a class name"
+    )
+    s.add_argument("--no-detect", action="store_true", help="the images are face crops: no face detection")
+    s.add_argument("--margin", type=float, default=0.1, help="margin around a detected face (default 0.1)")
+    s.add_argument("--dataset", help="explain dataset samples instead of image files")
+    s.add_argument("--split", default="test")
+    s.add_argument("--limit", type=int, help="faces to explain (default 8 dataset samples, all files)")
+    s.add_argument("--seed", type=int, default=0, help="dataset sample seed")
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.set_defaults(func=_cmd_explain)
+
+    s = sub.add_parser(
+        "profile",
+        help="parameters, FLOPs, peak memory, latency (batch 1) and throughput (batch 64), fp32 and bf16",
+        description="Complexity of models on this machine (CPU, and CUDA when present). FLOPs from "
+        "torch.utils.flop_counter (one multiply-add = 2 FLOPs). Latency: median of timed runs after warm-up. "
+        "Peak memory: on CPU the resident-set high-water mark above the loaded model during one forward, in a "
+        "fresh process per model; on CUDA torch.cuda.max_memory_allocated (see ferlab.analysis.complexity).",
+    )
+    s.add_argument("--model", nargs="+", help="model names or fnmatch patterns")
+    s.add_argument("--all", action="store_true", help="every registered model (slow: run on an idle machine)")
+    s.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: native)")
+    s.add_argument("--batch", type=int, default=64, help="throughput batch size (default 64)")
+    s.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    s.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (default 10)")
+    s.add_argument("--max-seconds", type=float, default=20.0, help="time cap per measurement (default 20)")
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    s.add_argument(
+        "--in-process", action="store_true", help="measure in this process (peak memory less exact)"
+    )
+    s.add_argument("--out", help="write the Markdown table here (and the rows as JSON beside it)")
+    s.set_defaults(func=_cmd_profile)
+
+    s = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of a run: curves, evaluations, robustness, Grad-CAM grid",
+    )
+    s.add_argument("run", help="run folder (with metrics.csv, eval/, robustness/, explain/ ...)")
+    s.add_argument("--out", help="HTML file (default: RUN/report.html)")
+    s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("list-models", help="the model zoo: name, paper, parameters, FLOPs, input")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern (default *)")

@@ -1,0 +1,260 @@
+"""Export a model to ONNX and run it with ONNX Runtime, with the same preprocessing as PyTorch.
+
+Example:
+    >>> from ferlab.export import export_onnx, OnnxModel, check_parity
+    >>> path = export_onnx(model, "fernet.onnx")            # dynamic batch, opset 17
+    >>> m = OnnxModel.from_file(path)                        # classes and data config come from the file
+    >>> probs = m.predict_probs(crops)                       # uint8 [N,H,W(,3)] -> float32 [N,C]
+    >>> check_parity(model, path, crops)                     # max |p_onnx - p_torch|, ~1e-7
+
+The graph maps the *normalised* batch ``[N,C,H,W]`` (input ``"input"``) to logits (output ``"logits"``);
+crops go through :func:`ferlab.create_transform` and :func:`ferlab.engine.evaluate.tta_views` in PyTorch
+first, exactly as :func:`ferlab.engine.evaluate.predict_probs` does, so the two backends differ only by
+float rounding. An exported file is self-describing: its ``metadata_props`` hold the class names, the
+data config (input size, colour, mean/std, LBP), the model name and kwargs as JSON.
+
+The exporter is PyTorch's TorchScript-based one (``dynamo=False``): it needs no extra package and covers
+every model of the zoo. Needs the ``onnx`` extra (``pip install ferlab[onnx]``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, FerlabError
+
+FORMAT = "ferlab-onnx"
+INPUT, OUTPUT = "input", "logits"
+
+
+def _require(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"ONNX export needs {module!r}: pip install 'ferlab[onnx]'") from None
+
+
+def _model_bytes(model, opset: int, dynamic_batch: bool) -> bytes:
+    """The model's ONNX graph, serialised, with ferlab's metadata properties added."""
+    import torch
+
+    _require("onnx")
+    import onnx
+
+    if not hasattr(model, "data_config") or not hasattr(model, "classes"):
+        raise ConfigError(f"{type(model).__name__} is not a ferlab model (needs .data_config and .classes)")
+    model = model.eval()
+    param = next(model.parameters(), None)
+    x = torch.zeros(2 if dynamic_batch else 1, *model.data_config.input_size)
+    if param is not None:
+        x = x.to(param.device)
+    axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # the TorchScript exporter's deprecation notice and its tracer warnings (shape-dependent Python
+        # branches: fixed for a given input size, which is fixed per model) are not the user's concern
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model,
+                (x,),
+                buf,
+                dynamo=False,
+                opset_version=int(opset),
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+        except Exception as e:  # noqa: BLE001 - any exporter failure is the same user-facing error
+            name = getattr(model, "model_name", type(model).__name__)
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot export {name} to ONNX opset {opset}: {msg}") from None
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {
+        "format": FORMAT,
+        "model_name": str(getattr(model, "model_name", type(model).__name__)),
+        "model_kwargs": json.dumps(getattr(model, "model_kwargs", {}) or {}),
+        "classes": json.dumps(list(model.classes)),
+        "data_config": json.dumps(model.data_config.to_dict()),
+        "dynamic_batch": json.dumps(bool(dynamic_batch)),
+    }
+    from . import __version__
+
+    meta["ferlab_version"] = __version__
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.producer_name = "ferlab"
+    return proto.SerializeToString()
+
+
+def export_onnx(model, path: str | Path, opset: int = 17, dynamic_batch: bool = True) -> Path:
+    """Write ``model`` (with ``.classes`` and ``.data_config``) as an ONNX file, atomically.
+
+    Args:
+        model: a ferlab model or a path/shipped name accepted by :func:`ferlab.inference.resolve_model`.
+        path: the ``.onnx`` file to write (parent folders are created).
+        opset: ONNX opset version.
+        dynamic_batch: a free batch dimension; else the graph takes exactly one image.
+
+    Returns:
+        The path written.
+    """
+    from .inference import resolve_model
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the .onnx file to write")
+    data = _model_bytes(resolve_model(model), opset, dynamic_batch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The ferlab metadata of an exported file (classes and data config decoded from JSON)."""
+    return OnnxModel.from_file(path).metadata
+
+
+def _session_options(threads: int | None):
+    import onnxruntime as ort
+    import torch
+
+    so = ort.SessionOptions()
+    # follow torch's thread setting (OMP_NUM_THREADS / torch.set_num_threads) instead of every core
+    so.intra_op_num_threads = int(threads or torch.get_num_threads())
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+class OnnxModel:
+    """An exported model in an ONNX Runtime session (CPU), used like the PyTorch model it came from.
+
+    Attributes:
+        classes: class names, in output order.
+        data_config: the :class:`ferlab.models.DataConfig` the crops are prepared with.
+        model_name: the zoo name of the exported architecture.
+        metadata: every ferlab metadata property (JSON values decoded).
+    """
+
+    def __init__(self, model_bytes_or_path, threads: int | None = None, source: str = "<memory>") -> None:
+        _require("onnxruntime")
+        import onnxruntime as ort
+
+        from .models import DataConfig
+
+        try:
+            self.session = ort.InferenceSession(
+                model_bytes_or_path, _session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for any bad file
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"{source}: not a loadable ONNX model ({msg})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if props.get("format") != FORMAT:
+            raise ConfigError(f"{source}: ONNX file without ferlab metadata (classes, data config)")
+        plain = ("format", "model_name", "ferlab_version")
+        self.metadata = {k: (v if k in plain else json.loads(v)) for k, v in props.items()}
+        self.classes = tuple(self.metadata["classes"])
+        self.data_config = DataConfig.from_dict(self.metadata["data_config"])
+        self.model_name = self.metadata.get("model_name", "onnx")
+        self.num_classes = len(self.classes)
+        self.source = source
+        inp = self.session.get_inputs()[0]
+        self._input = inp.name
+        self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    @classmethod
+    def from_model(cls, model, opset: int = 17, threads: int | None = None) -> OnnxModel:
+        """Export ``model`` in memory (nothing is written to disk) and open it."""
+        name = getattr(model, "model_name", type(model).__name__)
+        return cls(_model_bytes(model, opset, True), threads, source=f"<{name} exported in memory>")
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int | None = None) -> OnnxModel:
+        """Open an ``.onnx`` file written by :func:`export_onnx`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"ONNX file {path} not found" if not path.is_dir() else f"{path} is a folder")
+        return cls(str(path), threads, source=str(path))
+
+    def logits(self, x) -> np.ndarray:
+        """Raw outputs for a normalised float batch ``[N,C,H,W]`` (torch tensor or numpy array)."""
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        step = self._fixed_batch or max(len(x), 1)
+        outs = [self.session.run(None, {self._input: x[i : i + step]})[0] for i in range(0, len(x), step)]
+        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes), np.float32)
+
+    def predict_probs(self, crops, transform=None, batch_size: int = 256, tta: str = "none") -> np.ndarray:
+        """Softmax probabilities ``[N, C]`` (float32) for uint8 crops ``[N,H,W(,3)]``.
+
+        Same steps as :func:`ferlab.engine.evaluate.predict_probs`: the model's eval transform, the TTA
+        views (``'none'``, ``'flip'``, ``'tencrop'``) and the mean of their softmaxes.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        from .engine.evaluate import tta_views
+        from .transforms import create_transform
+
+        transform = transform or create_transform(self.data_config, is_training=False)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(crops), int(batch_size)):
+                x = transform(crops[i : i + int(batch_size)])
+                views = [F.softmax(torch.from_numpy(self.logits(v.numpy())), -1) for v in tta_views(x, tta)]
+                out.append(torch.stack(views).mean(0))
+        return torch.cat(out).numpy() if out else np.zeros((0, self.num_classes), np.float32)
+
+    def __repr__(self) -> str:
+        return f"OnnxModel({self.model_name}, classes={len(self.classes)}, source={self.source!r})"
+
+
+def check_parity(model, onnx_path, images, tta: str = "none", batch_size: int = 64) -> float:
+    """Max absolute difference between the ONNX file's and the PyTorch fp32 model's probabilities.
+
+    Args:
+        model: the PyTorch model (or a path/shipped name) the file was exported from.
+        onnx_path: the ``.onnx`` file (or an :class:`OnnxModel`).
+        images: uint8 face crops ``[N,H,W(,3)]``.
+    """
+    from .engine.evaluate import predict_probs
+    from .inference import resolve_model
+
+    model = resolve_model(model)
+    onnx_model = onnx_path if isinstance(onnx_path, OnnxModel) else OnnxModel.from_file(onnx_path)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or len(images) == 0:
+        raise ConfigError(
+            f"parity check needs a non-empty uint8 batch of crops, got {images.dtype} {images.shape}"
+        )
+    ref = predict_probs(model, images, batch_size=batch_size, tta=tta, precision="fp32")
+    got = onnx_model.predict_probs(images, batch_size=batch_size, tta=tta)
+    return float(np.abs(ref - got).max())
+
+
+def parity_faces(n: int = 64, data_dir=None, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Crops for a parity check: the first ``n`` FER2013 test faces when the data is there, else noise."""
+    try:
+        from .data import load_dataset
+
+        images = load_dataset("fer2013", data_dir).split("test").images[:n]
+        return np.ascontiguousarray(images), f"{len(images)} FER2013 test faces"
+    except (FerlabError, OSError):  # no data is a normal case here: fall back to random crops
+        rng = np.random.default_rng(seed)
+        return rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), f"{n} random crops (no FER2013 data found)"

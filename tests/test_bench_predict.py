@@ -1,0 +1,21 @@
+"""``ferlab bench predict`` runs end to end (a benchmark: its figures are reported, never asserted)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_bench_predict_reports_every_figure(tiny_weights):
+    from ferlab.bench import bench_photos, bench_predict, format_predict_rows
+
+    photo = bench_photos((320, 240))
+    assert photo.shape == (240, 320, 3) and photo.dtype == np.uint8
+    faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    row = bench_predict(
+        str(tiny_weights), threads=1, batch_size=32, repeats=1, faces=faces, photo_sizes=((320, 240),)
+    )
+    assert row["batch"] == 32 and row["net"] == "fernet_xs"
+    assert row["faces_per_s"] > 0 and row["faces_per_s_b1"] > 0 and row["photo_320x240_per_s"] > 0
+    assert row["faces_in_320x240"] == 1  # the astronaut's face
+    table = format_predict_rows([row])
+    assert "photos/s 320x240" in table and "fernet_xs" in table

@@ -1,0 +1,143 @@
+"""ONNX export: same probabilities as PyTorch fp32 on real FER2013 faces, self-describing files, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ferlab
+from ferlab.cli import main
+from ferlab.engine.evaluate import predict_probs
+from ferlab.errors import ConfigError
+from ferlab.export import OnnxModel, _model_bytes, check_parity, export_onnx, read_metadata
+from ferlab.labels import CANONICAL
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def faces(fer2013):
+    """64 real PrivateTest faces, 48x48 uint8."""
+    return np.ascontiguousarray(fer2013.split("test").images[:64])
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_weights):
+    from ferlab.engine.checkpoint import load_model
+
+    return load_model(tiny_weights)[0]
+
+
+def _random_model(name: str):
+    torch.manual_seed(1)
+    m = ferlab.create_model(name, num_classes=7).eval()
+    m.classes = CANONICAL[:7]
+    return m
+
+
+@pytest.mark.parametrize("name", ["fernet_xs", "smallcnn", "mobilenet_v1"])
+def test_onnx_matches_torch_fp32_on_real_faces(name, tiny, faces, tmp_path):
+    # fernet_xs: the tiny weights (gray 48x48); smallcnn: another gray net; mobilenet_v1: RGB 224x224,
+    # so the crops are resized and expanded to 3 planes by the shared transform first
+    model = tiny if name == "fernet_xs" else _random_model(name)
+    if name == "mobilenet_v1":
+        faces = faces[:16]  # 224x224 input: 16 faces keep the test fast on two shared cores
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    onnx_model = OnnxModel.from_file(path)
+    ref = predict_probs(model, faces, batch_size=32, precision="fp32")
+    got = onnx_model.predict_probs(faces, batch_size=32)
+    assert got.dtype == np.float32 and got.shape == (len(faces), 7)
+    np.testing.assert_allclose(got.sum(1), 1, atol=1e-5)
+    assert np.abs(got - ref).max() < TOL
+    assert (got.argmax(1) == ref.argmax(1)).all()
+    assert check_parity(model, path, faces) < TOL
+
+
+def test_tta_views_match(tiny, faces):
+    onnx_model = OnnxModel.from_model(tiny)
+    for tta in ("flip", "tencrop"):
+        ref = predict_probs(tiny, faces[:16], tta=tta, precision="fp32")
+        assert np.abs(onnx_model.predict_probs(faces[:16], tta=tta) - ref).max() < TOL
+
+
+def test_dynamic_and_static_batch(tiny, faces, tmp_path):
+    onnx_model = OnnxModel.from_file(export_onnx(tiny, tmp_path / "dyn.onnx"))
+    x = ferlab.create_transform(tiny.data_config)(faces[:37]).numpy()
+    assert onnx_model.logits(x[:1]).shape == (1, 7)
+    assert onnx_model.logits(x).shape == (37, 7)
+    whole = onnx_model.predict_probs(faces)
+    np.testing.assert_allclose(onnx_model.predict_probs(faces, batch_size=37), whole, atol=1e-6)
+    np.testing.assert_allclose(onnx_model.predict_probs(faces, batch_size=1), whole, atol=1e-6)
+
+    static = OnnxModel.from_file(export_onnx(tiny, tmp_path / "static.onnx", dynamic_batch=False))
+    assert static.session.get_inputs()[0].shape[0] == 1
+    np.testing.assert_allclose(static.predict_probs(faces[:5]), whole[:5], atol=1e-6)
+    assert onnx_model.predict_probs(faces[:0]).shape == (0, 7)
+
+
+def test_metadata_round_trip_and_atomic_write(tiny, tmp_path):
+    import onnx
+
+    path = tmp_path / "sub" / "model.onnx"
+    export_onnx(tiny, path, opset=17)
+    export_onnx(tiny, path, opset=18)  # replaces the file in place
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # no temporary file left
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert any(o.domain in ("", "ai.onnx") and o.version == 18 for o in proto.opset_import)
+    meta = read_metadata(path)
+    assert meta["format"] == "ferlab-onnx" and meta["model_name"] == "fernet_xs"
+    assert tuple(meta["classes"]) == tuple(tiny.classes)
+    assert meta["data_config"] == tiny.data_config.to_dict()
+    m = OnnxModel.from_file(path)
+    assert m.classes == tuple(tiny.classes) and m.data_config == tiny.data_config
+
+
+def test_recognizer_onnx_backend_same_labels(tiny_weights, faces):
+    from skimage import data
+
+    rt = ferlab.Recognizer(tiny_weights, backend="torch", precision="fp32")
+    ro = ferlab.Recognizer(tiny_weights, backend="onnx")
+    assert ro.backend == "onnx" and ro.precision == "fp32"
+    assert [f.label for f in ro.predict_faces(faces)] == [f.label for f in rt.predict_faces(faces)]
+    np.testing.assert_allclose(ro.predict_proba(faces), rt.predict_proba(faces), atol=TOL)
+    photo = data.astronaut()
+    a, b = rt.predict(photo), ro.predict(photo)
+    assert len(a) == len(b) == 1 and a[0].label == b[0].label and a[0].box == b[0].box
+
+
+def test_bad_files_are_one_line_errors(tiny, tmp_path):
+    import onnx
+
+    cases = {
+        tmp_path / "missing.onnx": "not found",
+        tmp_path: "is a folder",
+        tmp_path / "junk.onnx": "not a loadable ONNX model",
+        tmp_path / "plain.onnx": "without ferlab metadata",
+    }
+    (tmp_path / "junk.onnx").write_bytes(b"this is not a protobuf")
+    proto = onnx.load_from_string(_model_bytes(tiny, 17, True))
+    del proto.metadata_props[:]
+    (tmp_path / "plain.onnx").write_bytes(proto.SerializeToString())
+    for path, msg in cases.items():
+        with pytest.raises(ConfigError) as e:
+            OnnxModel.from_file(path)
+        assert msg in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="not a ferlab model"):
+        export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+
+
+def test_cli_export(tiny_weights, tmp_path, capsys, data_root):
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", "--checkpoint", str(tiny_weights), "--format", "onnx", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and "64 FER2013 test faces" in text and "max |p_onnx - p_torch|" in text
+    diff = float(text.rsplit("= ", 1)[1])
+    assert diff < TOL
+
+    assert main(["export", "--checkpoint", str(tmp_path / "nope.safetensors"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope.safetensors" in err and "not found" in err
+    assert main(["export", "--model", "no-such-model", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
