@@ -21,6 +21,10 @@ COMMANDS = [
     "protocol",
     "bench",
     "list-models",
+    "predict",
+    "export",
+    "serve",
+    "ensemble",
 ]
 
 

@@ -36,6 +36,10 @@ def __getattr__(name):  # lazy: importing ferlab stays cheap (no torch until nee
         from . import inference
 
         return getattr(inference, name)
+    if name in ("Ensemble", "load_ensemble", "save_ensemble"):
+        from . import ensemble
+
+        return getattr(ensemble, name)
     if name in ("create_transform",):
         from . import transforms
 

@@ -163,7 +163,9 @@ def _cmd_evaluate(args) -> int:
             raise FerlabError(f"no checkpoint matches {c!r}")
         paths += hits
     ds = load_dataset(args.dataset, args.data_dir)
-    split = ds.split(args.split)
+    from .generate.merge import mark_synthetic, real_only
+
+    split = real_only(mark_synthetic(ds).split(args.split))  # evaluation scores real faces only
     rows = []
     for p in paths:
         model, classes, _info = load_model(p)
@@ -480,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--plot", metavar="PNG", help="write a bar chart of the class counts")
     s.set_defaults(func=_cmd_balance)
+
+    from .generate.cli import add_generate_parser
+
+    add_generate_parser(sub)
 
     s = sub.add_parser("export-data", help="write a dataset to HDF5 (.h5) or .npz for fast loading")
     s.add_argument("--dataset", required=True, help="dataset name, folder:PATH or cache:PATH")

@@ -99,6 +99,11 @@ def load_model(path: str | Path, use_ema: bool = True):
             raise ConfigError(f"weights file {path} not found")
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
+        if meta.get("format") == "ferlab-ensemble":  # several models in one file (ferlab.ensemble)
+            from ..ensemble import load_ensemble
+
+            ens = load_ensemble(path)
+            return ens, ens.classes, {"format": meta["format"], "method": ens.method, "path": str(path)}
         if meta.get("format") != "ferlab-weights":
             raise ConfigError(f"{path}: safetensors file without ferlab metadata (model name, classes)")
         model = _build(meta["model_name"], json.loads(meta["model_kwargs"]), json.loads(meta["data_config"]))

@@ -47,6 +47,7 @@ class TrainConfig:
     test_splits: list = field(default_factory=lambda: ["test"])
     expansion: str = "none"  # offline expansion of the training split (none|paper002|paper002_hflip|paper004)
     sampler: str = "shuffle"
+    synthetic_weight: float = 1.0  # draw weight of synthetic (generated) training images: 0 drops them
     augment: dict = field(default_factory=dict)  # AugmentConfig fields
     # optimisation
     epochs: int = 30
@@ -210,6 +211,8 @@ def validate(cfg: TrainConfig) -> None:
     for k in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg, k) < 1:
             raise ConfigError(f"config key {k!r} must be >= 1, got {getattr(cfg, k)}")
+    if cfg.synthetic_weight < 0:
+        raise ConfigError(f"config key 'synthetic_weight' must be >= 0, got {cfg.synthetic_weight}")
     if cfg.lr <= 0:
         raise ConfigError(f"config key 'lr' must be > 0, got {cfg.lr}")
     if not 0 <= cfg.label_smoothing < 1:

@@ -94,6 +94,8 @@ def predict_probs(
     """
     from tqdm.auto import tqdm
 
+    if getattr(model, "is_ensemble", False):  # members need their own transforms (ferlab.ensemble)
+        return model.predict_probs(images, tta, batch_size, device, progress, precision, channels_last)
     precision = resolve_precision(precision, device)
     transform = transform or create_transform(model.data_config, is_training=False)
     model.eval()

@@ -61,24 +61,28 @@ def _dist() -> tuple[int, int]:
 def load_training_data(cfg: TrainConfig, data_config) -> tuple[dict, tuple]:
     """Train / val / test splits in memory, in the model's colour and size when read from files."""
     from ..data import load_dataset
+    from ..data.base import stack_splits
     from ..data.expand import expand
     from ..data.splits import stratified_split
+    from ..generate.merge import mark_synthetic, real_only, split_synthetic
 
-    ds = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs)
+    ds = mark_synthetic(load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs))
     gray = data_config.color == "gray"
     side = data_config.input_size[1]
 
     def mem(sp):
         return sp if sp.in_memory else sp.load(size=side, grayscale=gray)
 
-    train = mem(ds.split(cfg.train_split))
+    train, synthetic = split_synthetic(mem(ds.split(cfg.train_split)))  # synthetic: None for real-only data
     if cfg.val_split:
-        val = mem(ds.split(cfg.val_split))
+        val = real_only(mem(ds.split(cfg.val_split)))  # evaluation splits hold real faces only
     else:
         train, val = stratified_split(train, cfg.val_fraction, seed=cfg.seed)
+    if synthetic is not None:
+        train = stack_splits([train, synthetic], "train")
     train.name = "train"
     train = expand(train, cfg.expansion, seed=cfg.seed)
-    tests = {t: mem(ds.split(t)) for t in cfg.test_splits}
+    tests = {t: real_only(mem(ds.split(t))) for t in cfg.test_splits}
     return {"train": train, "val": val, **{f"test:{k}": v for k, v in tests.items()}}, ds.classes
 
 
@@ -107,6 +111,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
         from ..data.balance import class_weights
+        from ..generate.merge import synthetic_mask
         from ..models import create_model, model_info
         from ..transforms import create_transform
         from .losses import CenterLoss, IslandLoss, classification_loss
@@ -126,6 +131,12 @@ class Trainer:
             self._splits, self._classes = load_training_data(cfg, probe)
         self.splits, self.classes = self._splits, tuple(self._classes)
         self.train_split = self.splits["train"]
+        self.synthetic_w = None  # per-item draw weights when synthetic images are weighted (not 1)
+        syn = synthetic_mask(self.train_split)
+        if syn is not None and cfg.synthetic_weight == 0:
+            self.train_split = self.splits["train"] = self.train_split.subset(~syn)
+        elif syn is not None and cfg.synthetic_weight != 1:
+            self.synthetic_w = np.where(syn, cfg.synthetic_weight, 1.0)
         if len(self.train_split) == 0:
             raise DataError("the training split is empty")
         torch.manual_seed(cfg.seed)
@@ -236,6 +247,12 @@ class Trainer:
         if cfg.overfit_batches:
             idx = np.arange(min(n, cfg.overfit_batches * cfg.batch_size))
             idx = np.resize(idx, self.steps_per_epoch * cfg.batch_size * self.world)
+        elif self.synthetic_w is not None:  # synthetic images drawn synthetic_weight times as often as real
+            from ..generate.merge import sampling_weights
+
+            w = sampling_weights(labels, len(self.classes), cfg.sampler == "weighted", self.synthetic_w)
+            w = torch.as_tensor(w, dtype=torch.double)
+            idx = torch.multinomial(w, n, replacement=True, generator=g).numpy()
         elif cfg.sampler == "weighted":
             from ..data.balance import class_weights
 
