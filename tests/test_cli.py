@@ -25,6 +25,10 @@ COMMANDS = [
     "export",
     "serve",
     "ensemble",
+    "robustness",
+    "explain",
+    "profile",
+    "report",
 ]
 
 
