@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,onnx,web,explain]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,onnx,web,explain,generate]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -29,6 +29,7 @@ COMMANDS = [
     "explain",
     "profile",
     "report",
+    "generate",
 ]
 
 
