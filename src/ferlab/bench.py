@@ -41,11 +41,25 @@ def _train_step_fn(model, x, y, amp: bool, opt):
     return step
 
 
+def auto_batch_size(gflops: float) -> int:
+    """Batch size for ``bench_train`` when none is given: 64 up to 1 GFLOP per image, 16 up to 10, else 8.
+
+    Large 224x224 models would take minutes per batch of 64 on 2 CPU cores; images/s of a large model
+    barely depends on the batch size once it is 8 or more.
+    """
+    return 64 if gflops <= 1 else 16 if gflops <= 10 else 8
+
+
 def bench_train(
-    name: str, batch_size: int = 64, threads: int | None = None, amp: bool = False, channels_last: bool = False,
-    steps: int = 5, repeats: int = 3, img_size: int | None = None,
+    name: str, batch_size: int | None = 64, threads: int | None = None, amp: bool = False,
+    channels_last: bool = False, steps: int = 5, repeats: int = 3, img_size: int | None = None,
+    min_time: float | None = None,
 ) -> dict:  # fmt: skip
-    """Training throughput of one model (see module docstring)."""
+    """Training throughput of one model (see module docstring).
+
+    ``batch_size=None`` picks :func:`auto_batch_size` from the model's FLOPs. With ``min_time`` each timed
+    repeat runs whole steps until that many seconds have passed (at least one) instead of ``steps``.
+    """
     from .models import create_model
     from .transforms import create_transform
 
@@ -53,6 +67,11 @@ def bench_train(
         torch.set_num_threads(threads)
     model = create_model(name, img_size=img_size)
     cfg = model.data_config
+    if batch_size is None:
+        from .models.profile import count_flops
+
+        batch_size = auto_batch_size(count_flops(model, cfg.input_size) / 1e9)
+        model.train()
     x = torch.randn(batch_size, *cfg.input_size)
     y = torch.randint(0, model.num_classes, (batch_size,))
     if channels_last:
@@ -63,14 +82,15 @@ def bench_train(
     with FlopCounterMode(display=False) as fc:
         step()
     flops = fc.get_total_flops()
-    for _ in range(2):
+    for _ in range(1 if min_time else 2):
         step()
     rates = []
     for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(steps):
+        t, k = time.perf_counter(), 0
+        while (k < steps) if not min_time else (k == 0 or time.perf_counter() - t < min_time):
             step()
-        rates.append(batch_size * steps / (time.perf_counter() - t))
+            k += 1
+        rates.append(batch_size * k / (time.perf_counter() - t))
     ips = statistics.median(rates)
     # data pipeline: gather + augment in-memory uint8 faces of the model's input size
     tf = create_transform(cfg, is_training=True)

@@ -245,8 +245,9 @@ def _cmd_bench(args) -> int:
     for threads in args.threads:
         for n in names:
             r = bench_train(
-                n, args.batch_size or 64, threads, args.amp, args.channels_last, img_size=args.img_size
-            )
+                n, args.batch_size, threads, args.amp, args.channels_last, img_size=args.img_size,
+                min_time=args.min_time,
+            )  # fmt: skip
             rows.append(r)
             print(format_rows([r]).splitlines()[-1], flush=True)
     table = format_rows(rows)
@@ -643,7 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train: model names or patterns (default smallcnn); predict: shipped names or checkpoints "
         "(default: default fast)",
     )
-    s.add_argument("--batch-size", type=int, default=None, help="default 64 (train), 256 (predict)")
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="train: default by model size (64 up to 1 GFLOP/image, 16 up to 10, else 8); predict: default 256",
+    )
+    s.add_argument("--min-time", type=float, default=2.0, help="train: seconds per timed repeat (>= 1 step)")
     s.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnx"], help="predict only")
     s.add_argument("--detector", default="haar", help="predict only: face detector for the photo pipeline")
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="predict only")

@@ -1,4 +1,4 @@
-"""``ferlab bench predict`` runs end to end (a benchmark: its figures are reported, never asserted)."""
+"""Benchmarks run end to end (their figures are reported in the README, never asserted)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,14 @@ def test_bench_predict_reports_every_figure(tiny_weights):
     assert row["faces_in_320x240"] == 1  # the astronaut's face
     table = format_predict_rows([row])
     assert "photos/s 320x240" in table and "fernet_xs" in table
+
+
+def test_bench_train_auto_batch_and_time_budget():
+    from ferlab.bench import auto_batch_size, bench_train, format_rows
+
+    assert [auto_batch_size(g) for g in (0.2, 1.0, 3.6, 10.0, 122.0)] == [64, 64, 16, 16, 8]
+    row = bench_train("smallcnn_tiny", batch_size=None, threads=1, repeats=1, min_time=0.05)
+    assert row["batch_size"] == 64 and row["input"] == "1x48x48"
+    assert row["train_img_per_s"] > 0 and 0 < row["train_gflop_per_img"] < 0.1
+    assert row["pct_of_matmul"] > 0 and row["loader_img_per_s"] > 0
+    assert "smallcnn_tiny" in format_rows([row])
