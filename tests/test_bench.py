@@ -30,3 +30,17 @@ def test_bench_train_auto_batch_and_time_budget():
     assert row["train_img_per_s"] > 0 and 0 < row["train_gflop_per_img"] < 0.1
     assert row["pct_of_matmul"] > 0 and row["loader_img_per_s"] > 0
     assert "smallcnn_tiny" in format_rows([row])
+
+
+def test_bench_train_flops_are_three_forward_passes_for_grouped_convs():
+    """torch 2.14's counter overstates grouped-conv backward; bench_train must count 3x the forward."""
+    import torch
+
+    from ferlab.bench import bench_train
+    from ferlab.models import create_model
+    from ferlab.models.profile import count_flops
+
+    row = bench_train("mobilenet_v1", batch_size=2, threads=1, repeats=1, min_time=0.01, img_size=64)
+    fwd = count_flops(create_model("mobilenet_v1", img_size=64), (3, 64, 64)) / 1e9  # depthwise convs
+    assert abs(row["train_gflop_per_img"] - 3 * fwd) / (3 * fwd) < 0.01
+    assert torch.get_num_threads() == 1

@@ -1,7 +1,11 @@
 """Benchmarks (``ferlab bench ...``): measured throughput on this machine, never asserted by tests.
 
 ``bench_train`` reports, per model: training images/s (forward + backward + optimiser step on real-sized
-random batches), the achieved GFLOP/s (training FLOPs from ``torch.utils.flop_counter`` on one step),
+random batches), the achieved GFLOP/s (training FLOPs = 3x the forward FLOPs that ``torch.utils.flop_counter``
+counts on the batch: the usual convention that the backward pass costs twice the forward; counting the
+backward directly is wrong in torch 2.14, whose ``convolution_backward`` formula ignores ``groups`` and
+overstates a 64-channel depthwise 7x7 conv's backward 65-fold, which made ConvNeXt-style models look faster
+than a matmul),
 the same run's matmul GFLOP/s (the machine's practical limit) and their ratio, and the data pipeline's
 images/s (gather + augment of in-memory uint8 crops) beside it. Medians of several timed repeats; the
 thread count is explicit because timings on a shared 2-core machine collapse under other load.
@@ -79,9 +83,9 @@ def bench_train(
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     step = _train_step_fn(model, x, y, amp, opt)
-    with FlopCounterMode(display=False) as fc:
-        step()
-    flops = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc, torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        model(x)
+    flops = 3 * fc.get_total_flops()  # forward + backward (2x forward); see the module docstring
     for _ in range(1 if min_time else 2):
         step()
     rates = []
