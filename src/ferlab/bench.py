@@ -118,13 +118,18 @@ def bench_train(
     }  # fmt: skip
 
 
+def _num(v: float) -> str:
+    """Throughput with 2-3 significant digits below 100 (0.31, 4.7), whole numbers above."""
+    return f"{v:.2f}" if v < 1 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
 def format_rows(rows: list[dict]) -> str:
     head = "| model | input | threads | bf16 | ch-last | train img/s | GFLOP/img (train) | GFLOP/s | matmul GFLOP/s | % of matmul | loader img/s |"
     out = [head, "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(
             f"| {r['model']} | {r['input']} | {r['threads']} | {r['amp_bf16']} | {r['channels_last']} | "
-            f"{r['train_img_per_s']:.0f} | {r['train_gflop_per_img']:.3f} | {r['achieved_gflops']:.1f} | "
+            f"{_num(r['train_img_per_s'])} | {r['train_gflop_per_img']:.3f} | {r['achieved_gflops']:.1f} | "
             f"{r['matmul_gflops']:.0f} | {r['pct_of_matmul']:.0f}% | {r['loader_img_per_s']:.0f} |"
         )
     return "\n".join(out)
