@@ -84,9 +84,16 @@ def restore_threads():
 def test_config_trains_one_step(path, tmp_path, restore_threads):
     model = load_config(path).model
     size = _test_size(model)
-    cfg = load_config(path, [f"img_size={size}", "batch_size=4", "eval_batch_size=4", "fast_dev_run=true",
-                             f"output_dir={tmp_path}", "resume=false", "progress=false", "tensorboard=false", "threads=1"])  # fmt: skip
+    overrides = [f"img_size={size}", "batch_size=4", "eval_batch_size=4", "fast_dev_run=true",
+                 f"output_dir={tmp_path}", "resume=false", "progress=false", "tensorboard=false", "threads=1"]  # fmt: skip
+    cfg = load_config(path, overrides)
     classes = L.class_names(_num_classes(cfg.dataset))
+    if cfg.teacher:  # distillation recipes: the trained teacher is not in a fresh clone; use a random one
+        from ferlab.engine.checkpoint import export_weights
+
+        teacher = ferlab.create_model(model, num_classes=len(classes), img_size=size)
+        path_t = export_weights(teacher, tmp_path / "teacher.safetensors", classes)
+        cfg = load_config(path, [*overrides, f"teacher={path_t}"])
     rgb = cfg.dataset not in GRAY_DATASETS and ferlab.model_info(model).data.color == "rgb"
     rng = np.random.default_rng(0)
 
