@@ -646,7 +646,7 @@ def markdown_ensemble_report(r: dict) -> str:
 
 def plot_disagreement(d, names, path: str | Path, title: str = "") -> Path:
     """The pairwise disagreement matrix as a PNG heat map."""
-    from .engine.plots import _plt
+    from .engine.plots import _plt, save_figure
 
     plt = _plt()
     d = np.asarray(d)
@@ -661,11 +661,7 @@ def plot_disagreement(d, names, path: str | Path, title: str = "") -> Path:
     ax.set_yticks(range(k), names)
     ax.set_title(title or "pairwise disagreement")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_ensemble_report(r: dict, out_dir: str | Path, stem: str = "ensemble") -> dict:

@@ -204,7 +204,7 @@ def explain_faces(
 
 def plot_grid(faces: list[Face], labels: list[str], path: str | Path, method: str = "gradcam") -> Path:
     """Rows: faces; columns: the face, then each checkpoint's overlay(s) titled with the predicted label."""
-    from ..engine.plots import _plt
+    from ..engine.plots import _plt, save_figure
 
     plt = _plt()
     cols = [(label, j) for label in labels for j in range(len(faces[0].results[label]["maps"]))]
@@ -235,11 +235,7 @@ def plot_grid(faces: list[Face], labels: list[str], path: str | Path, method: st
         f"{method}: rows are faces, columns the face then each checkpoint (green: correct)", fontsize=9
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100, layout=False)
 
 
 def _slug(s: str) -> str:

@@ -165,7 +165,7 @@ def markdown_table(res: dict, title: str = "Robustness") -> str:
 
 def plot_robustness(res: dict, path: str | Path) -> Path:
     """Accuracy against severity: one panel per family, a line per corruption and checkpoint."""
-    from ..engine.plots import _plt
+    from ..engine.plots import _plt, save_figure
 
     plt = _plt()
     families = list(dict.fromkeys(info["family"] for info in res["corruptions"].values()))
@@ -201,12 +201,7 @@ def plot_robustness(res: dict, path: str | Path) -> Path:
     for ax in list(axes.flat)[len(families) :]:
         ax.axis("off")
     fig.suptitle(f"accuracy under corruption ({res['n']} images, seed {res['seed']}; grey: clean accuracy)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_robustness(res: dict, out_dir: str | Path, title: str = "Robustness") -> dict:

@@ -34,11 +34,9 @@ def format_table(header, rows) -> str:
 
 def plot_class_counts(ds: FERDataset, path: str | Path, splits=None) -> Path:
     """Grouped bar chart of class counts per split (PNG)."""
-    import matplotlib
+    from ..engine.plots import _plt, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     names = list(splits or [s for s in ds.splits if not s.endswith("_dedup")])
     x = np.arange(len(ds.classes))
     wbar = 0.8 / max(len(names), 1)
@@ -51,12 +49,7 @@ def plot_class_counts(ds: FERDataset, path: str | Path, splits=None) -> Path:
     ax.set_ylabel("images")
     ax.set_title(f"{ds.name}: images per class")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def deficit(counts, target: str | int | float = "max") -> np.ndarray:

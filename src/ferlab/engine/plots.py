@@ -17,6 +17,19 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110, layout: bool = True) -> Path:
+    """Lay out (``tight_layout`` unless ``layout=False``), write (creating the folder) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    if layout:
+        fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
     """Loss, accuracy and learning rate per epoch from a run's ``metrics.csv``."""
     plt = _plt()
@@ -38,11 +51,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
         a.grid(alpha=0.3)
     ax[0].legend()
     ax[1].legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
@@ -61,8 +70,4 @@ def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (row-normalised)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
