@@ -39,9 +39,9 @@ def astronaut() -> np.ndarray:
     return skdata.astronaut()
 
 
-@pytest.fixture(scope="module")
-def haar():
-    return create_detector("haar")
+@pytest.fixture(scope="module", params=["haar", "haar-fast"])
+def haar(request):
+    return create_detector(request.param)
 
 
 def _overlap(a, b) -> float:
@@ -97,6 +97,48 @@ def test_haar_shrinks_large_images_and_maps_boxes_back(astronaut):
     large = resize(astronaut, 1536)
     face = create_detector("haar", max_side=512).detect(large)[0]
     assert _overlap(face.box, tuple(v * 3 for v in ASTRONAUT_FACE)) > 0.8
+
+
+def test_face_px_detects_on_a_shrunk_copy_and_maps_boxes_back(astronaut, monkeypatch):
+    full = create_detector("haar", min_size=96).detect(astronaut)
+    det = create_detector("haar", min_size=96, face_px=24)
+    seen = []
+    real = det._cascade.detectMultiScale3
+
+    class Spy:
+        def detectMultiScale3(self, img, **kw):
+            seen.append((img.shape, kw["minSize"]))
+            return real(img, **kw)
+
+    monkeypatch.setattr(det, "_cascade", Spy())
+    fast = det.detect(astronaut)
+    assert seen == [((128, 128), (24, 24))]  # 512 px shrunk by 24/96
+    assert len(fast) == len(full) == 1
+    assert _overlap(fast[0].box, full[0].box) > 0.7 and _overlap(fast[0].box, ASTRONAUT_FACE) > 0.7
+
+
+def test_face_px_below_the_cascade_window_is_refused():
+    with pytest.raises(FerlabError, match="face_px=16"):
+        create_detector("haar", face_px=16)
+
+
+def test_haar_fast_defaults_and_minimum_face(astronaut):
+    det = create_detector("haar-fast")
+    assert (det.min_size, det.face_px, det.scale_factor, det.min_neighbors) == (48, 24, 1.15, 1)
+    assert det.score_threshold == 1.0
+    tiny = resize(astronaut, 64)  # the face is about 20 px: below haar-fast's 48
+    assert det.detect(tiny) == []
+
+
+def test_detector_options_in_the_name():
+    det = create_detector("HAAR:min_size=50, max_side=null,scale_factor=1.1")
+    assert (det.min_size, det.max_side, det.scale_factor) == (50, None, 1.1)
+    assert create_detector("haar-fast:min_neighbors=3", min_size=60).min_neighbors == 3
+    assert create_detector("haar:min_size=50", min_size=70).min_size == 70  # keywords win
+    with pytest.raises(ConfigError, match="not key=value"):
+        create_detector("haar:min_size")
+    with pytest.raises(ConfigError, match="bogus"):
+        create_detector("haar:bogus=1")
 
 
 def test_unknown_detector_lists_the_valid_names():

@@ -167,7 +167,7 @@ def bench_photos(size: tuple[int, int]) -> np.ndarray:
 
 
 def bench_predict(
-    model: str = "default", threads: int | None = None, backend: str = "torch", detector: str = "haar",
+    model: str = "default", threads: int | None = None, backend: str = "torch", detector: str = "haar-fast",
     batch_size: int = 256, precision: str = "auto", repeats: int = 5, faces=None,
     photo_sizes=((640, 480), (1280, 720)),
 ) -> dict:  # fmt: skip
@@ -219,3 +219,127 @@ def format_predict_rows(rows: list[dict]) -> str:
             line += f" {r[f'photo_{s}_per_s']:.1f} ({r[f'detect_{s}_ms']:.1f} ms, {r[f'faces_in_{s}']}) |"
         out.append(line)
     return "\n".join(out)
+
+
+def detection_photos(
+    faces: np.ndarray, n: int = 40, size: tuple[int, int] = (640, 480), face_sizes: tuple[int, int] = (48, 192),
+    per_photo: tuple[int, int] = (1, 4), seed: int = 0,
+) -> list[tuple[np.ndarray, list[tuple[int, int, int, int]]]]:  # fmt: skip
+    """Photos with known face boxes for detector recall: FER2013-style crops pasted on real scenes.
+
+    Each ``(width, height)`` RGB photo is a random crop of one of scikit-image's face-free scenes (coffee,
+    rocket, a cat, a chessboard, ...) with ``per_photo`` faces from ``faces`` (uint8 ``[N, h, w]`` crops)
+    pasted at log-uniform sizes in ``face_sizes`` pixels, without overlap. Returns ``(photo, boxes)``
+    pairs, boxes ``(x1, y1, x2, y2)`` of the pasted crops. A proxy for real photos: the faces are tight
+    crops with hard edges, so absolute recall is below that on real photos; use it to compare detectors
+    and settings on the same photos.
+    """
+    import cv2
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    scenes = [data.coffee(), data.rocket(), data.chelsea(), data.checkerboard(), data.coins(), data.page()]
+    w, h = size
+    out = []
+    for _ in range(n):
+        scene = scenes[rng.integers(len(scenes))]
+        scene = np.repeat(scene[..., None], 3, 2) if scene.ndim == 2 else scene
+        s = max(w / scene.shape[1], h / scene.shape[0]) * rng.uniform(1.0, 1.5)
+        scene = cv2.resize(scene, (max(w, round(scene.shape[1] * s)), max(h, round(scene.shape[0] * s))))
+        y0, x0 = rng.integers(scene.shape[0] - h + 1), rng.integers(scene.shape[1] - w + 1)
+        photo = np.ascontiguousarray(scene[y0 : y0 + h, x0 : x0 + w])
+        boxes: list[tuple[int, int, int, int]] = []
+        for _ in range(rng.integers(per_photo[0], per_photo[1] + 1)):
+            side = int(np.exp(rng.uniform(np.log(face_sizes[0]), np.log(min(face_sizes[1], h)))))
+            for _try in range(20):
+                x, y = int(rng.integers(w - side + 1)), int(rng.integers(h - side + 1))
+                box = (x, y, x + side, y + side)
+                if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in boxes):
+                    face = cv2.resize(
+                        faces[rng.integers(len(faces))], (side, side), interpolation=cv2.INTER_LINEAR
+                    )
+                    photo[y : y + side, x : x + side] = face[..., None] if face.ndim == 2 else face
+                    boxes.append(box)
+                    break
+        out.append((photo, boxes))
+    return out
+
+
+def _iou(a, b) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def match_detections(truth, found, iou: float = 0.3) -> tuple[int, int]:
+    """Greedy one-to-one matching of found boxes to true boxes at ``iou``: ``(true positives, false positives)``."""
+    free = list(truth)
+    tp = 0
+    for box in found:
+        best = max(free, key=lambda t: _iou(box, t), default=None)
+        if best is not None and _iou(box, best) >= iou:
+            free.remove(best)
+            tp += 1
+    return tp, len(found) - tp
+
+
+def bench_detect(detectors: dict, photos, threads: int | None = None, repeats: int = 3) -> list[dict]:
+    """Speed and recall of face detectors on the same photos (``ferlab bench detect``).
+
+    Args:
+        detectors: ``{label: FaceDetector}``.
+        photos: ``(photo, true_boxes)`` pairs, e.g. from :func:`detection_photos` (one size per call).
+        threads: OpenCV/torch threads.
+        repeats: timed passes over all photos; the median is reported.
+
+    Returns one row per detector: ms per photo, recall, recall by true face side (< 64, 64-128, >= 128 px),
+    false faces per photo.
+    """
+    import cv2
+
+    if threads:
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(threads)
+    rows = []
+    bins = {"recall_lt64": (0, 64), "recall_64_128": (64, 128), "recall_ge128": (128, 1 << 30)}
+    for label, det in detectors.items():
+        det.detect(photos[0][0])  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            found = [[f.box for f in det.detect(p)] for p, _ in photos]
+            times.append((time.perf_counter() - t) / len(photos))
+        n_true = sum(len(b) for _, b in photos)
+        tp = fp = 0
+        hit = {k: [0, 0] for k in bins}
+        for (_, truth), boxes in zip(photos, found):
+            a, b = match_detections(truth, boxes)
+            tp, fp = tp + a, fp + b
+            for t in truth:
+                for k, (lo, hi) in bins.items():
+                    if lo <= t[2] - t[0] < hi:
+                        hit[k][1] += 1
+                        hit[k][0] += match_detections([t], boxes)[0]
+        row = {
+            "detector": label,
+            "threads": threads or cv2.getNumThreads(),
+            "ms": 1000 * statistics.median(times),
+        }
+        row.update(recall=tp / max(n_true, 1), false_per_photo=fp / len(photos), faces=n_true)
+        row.update({k: (v[0] / v[1] if v[1] else float("nan")) for k, v in hit.items()})
+        rows.append(row)
+    return rows
+
+
+def format_detect_rows(rows: list[dict], size: str = "") -> str:
+    head = f"| detector | threads | ms/photo {size} | recall | < 64 px | 64-128 px | >= 128 px | false faces/photo |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['detector']} | {r['threads']} | {r['ms']:.1f} | {r['recall']:.3f} | {r['recall_lt64']:.3f} | "
+            f"{r['recall_64_128']:.3f} | {r['recall_ge128']:.3f} | {r['false_per_photo']:.2f} |"
+        )
+    return "\n".join(lines)

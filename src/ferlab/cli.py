@@ -216,8 +216,9 @@ def _cmd_bench_predict(args) -> int:
         for model in args.model or ["default", "fast"]:
             for backend in args.backend:
                 r = bench_predict(
-                    model, threads, backend, args.detector, args.batch_size, args.precision, faces=faces
-                )
+                    model, threads, backend, (args.detector or ["haar-fast"])[0], args.batch_size,
+                    args.precision, faces=faces,
+                )  # fmt: skip
                 rows.append(r)
                 print(format_predict_rows([r]).splitlines()[-1], flush=True)
     table = format_predict_rows(rows)
@@ -227,14 +228,44 @@ def _cmd_bench_predict(args) -> int:
     return 0
 
 
+FER_HAAR = "haar:min_size=50,max_side=null"  # the settings the `fer` package uses (50 px, 1.1, 5 neighbours)
+
+
+def _cmd_bench_detect(args) -> int:
+    from .bench import bench_detect, detection_photos, format_detect_rows
+    from .data import load_dataset
+    from .faces.detect import create_detector
+
+    faces = load_dataset("fer2013", args.data_dir)["test"].images
+    specs = args.detector or [FER_HAAR, "haar", "haar-fast"]
+    detectors = {s: create_detector(s) for s in specs}
+    tables = []
+    for w, h in ((640, 480), (1280, 720)):
+        photos = detection_photos(faces, n=args.photos, size=(w, h), seed=args.seed)
+        rows = []
+        for threads in args.threads:
+            rows += bench_detect(detectors, photos, threads=threads)
+            print(format_detect_rows(rows[-len(detectors) :], f"{w}x{h}"), flush=True)
+        n_faces = sum(len(b) for _, b in photos)
+        tables.append(f"{len(photos)} photos {w}x{h}, {n_faces} faces (seed {args.seed}):\n\n"
+                      + format_detect_rows(rows, f"{w}x{h}"))  # fmt: skip
+    text = "\n\n".join(tables)
+    print("\n" + text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import bench_train, format_rows
     from .models import list_models
 
     if args.what == "predict":
         return _cmd_bench_predict(args)
+    if args.what == "detect":
+        return _cmd_bench_detect(args)
     if args.what != "train":
-        raise FerlabError(f"unknown benchmark {args.what!r}; valid: train, predict")
+        raise FerlabError(f"unknown benchmark {args.what!r}; valid: train, predict, detect")
     names = []
     for pat in args.model or ["smallcnn"]:
         hits = list_models(pat)
@@ -527,7 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model", default="default", help="shipped model name, checkpoint or .safetensors (default: default)"
     )
-    s.add_argument("--detector", default="haar", help="face detector: haar (default), mtcnn, mediapipe")
+    s.add_argument(
+        "--detector", default="haar-fast", help="face detector: haar-fast (default), haar, mtcnn, mediapipe"
+    )
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
     s.set_defaults(func=_cmd_serve)
 
@@ -634,9 +667,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "bench",
-        help="benchmarks on this machine: `ferlab bench train --model NAME`, `ferlab bench predict --model default`",
+        help="benchmarks on this machine: `ferlab bench train --model NAME`, `ferlab bench predict --model default`, "
+        "`ferlab bench detect`",
+        description="train: training images/s and share of the matmul peak; predict: faces/s and photos/s of "
+        "shipped models; detect: ms/photo, recall and false faces of face detectors on synthetic photos with "
+        "known faces (FER2013 PrivateTest crops pasted on scikit-image scenes).",
     )
-    s.add_argument("what", choices=["train", "predict"], help="what to benchmark")
+    s.add_argument("what", choices=["train", "predict", "detect"], help="what to benchmark")
     s.add_argument(
         "--model",
         nargs="+",
@@ -652,7 +689,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--min-time", type=float, default=2.0, help="train: seconds per timed repeat (>= 1 step)")
     s.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnx"], help="predict only")
-    s.add_argument("--detector", default="haar", help="predict only: face detector for the photo pipeline")
+    s.add_argument(
+        "--detector",
+        nargs="+",
+        default=None,
+        help="predict: the photo pipeline's detector (default haar-fast); detect: detectors to compare, "
+        "options after a colon, e.g. 'haar:min_size=50,max_side=null' (default: fer's Haar settings, haar, "
+        "haar-fast)",
+    )
+    s.add_argument("--photos", type=int, default=100, help="detect: synthetic photos per size (default 100)")
+    s.add_argument("--seed", type=int, default=3, help="detect: seed of the synthetic photos (default 3)")
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="predict only")
     s.add_argument("--data-dir", help="data root for real FER2013 crops (default $FERLAB_DATA)")
     s.add_argument(
@@ -679,7 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model", default="default", help="default (shipped), fast (shipped) or a checkpoint path"
     )
-    s.add_argument("--detector", default="haar", help="face detector: haar (default), mtcnn or mediapipe")
+    s.add_argument(
+        "--detector", default="haar-fast", help="face detector: haar-fast (default), haar, mtcnn or mediapipe"
+    )
     s.add_argument("--no-detect", action="store_true", help="inputs are face crops: classify each as a whole")
     s.add_argument("--output", metavar="FILE.jsonl", help="write the JSON lines here instead of stdout")
     s.add_argument("--csv", metavar="FILE", help="also write one CSV row per face")
@@ -700,7 +748,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--margin", type=float, default=0.1, help="margin around each face box, fraction of its side"
     )
-    s.add_argument("--min-face", type=int, default=24, help="smallest face side in pixels")
+    s.add_argument(
+        "--min-face",
+        type=int,
+        help="smallest face side in pixels (default: the detector's, 48 for haar-fast)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_predict)
 

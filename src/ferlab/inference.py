@@ -106,27 +106,29 @@ class Recognizer:
 
     Args:
         model: shipped model name (``'default'``, ``'fast'``), checkpoint path / run folder, or a model object.
-        detector: face detector name (``'haar'``, ``'mtcnn'``, ``'mediapipe'``) or a detector object.
+        detector: face detector name (``'haar-fast'``, ``'haar'``, ``'mtcnn'``, ``'mediapipe'``) or a detector
+            object. ``'haar-fast'`` finds faces from 48 pixels up about three times faster than ``'haar'``.
         device: ``'cpu'``, ``'cuda'``, ``'mps'``.
         tta: test-time augmentation, ``'none'``, ``'flip'`` or ``'tencrop'``.
         batch_size: crops per forward pass.
         precision: ``'auto'`` (bf16 on CPUs with native bf16, fp16 on CUDA, else fp32), ``'fp32'``, ``'bf16'``.
         backend: ``'torch'`` or ``'onnx'`` (ONNX Runtime on an exported copy of the model; fp32).
         margin: fraction of the detected box added on each side before cropping (FER2013-like framing).
-        min_face: smallest face side in pixels the detector keeps.
+        min_face: smallest face side in pixels the detector keeps (None: the detector's own default, 48 for
+            ``'haar-fast'``, 20 for the others).
     """
 
     def __init__(
         self,
         model="default",
-        detector="haar",
+        detector="haar-fast",
         device: str = "cpu",
         tta: str = "none",
         batch_size: int = 256,
         precision: str = "auto",
         backend: str = "torch",
         margin: float = 0.1,
-        min_face: int = 24,
+        min_face: int | None = None,
     ) -> None:
         import torch
 
@@ -150,7 +152,7 @@ class Recognizer:
             self.model.to(memory_format=torch.channels_last)
         self.transform = create_transform(self.data_config, is_training=False)
         self._detector_spec, self._detector = detector, None
-        self.margin, self.min_face = float(margin), int(min_face)
+        self.margin, self.min_face = float(margin), None if min_face is None else int(min_face)
         self._onnx = None
         if backend == "onnx":
             from .export import OnnxModel
@@ -164,7 +166,8 @@ class Recognizer:
             from .faces.detect import create_detector
 
             spec = self._detector_spec
-            self._detector = create_detector(spec, min_size=self.min_face) if isinstance(spec, str) else spec
+            opts = {} if self.min_face is None else {"min_size": self.min_face}
+            self._detector = create_detector(spec, **opts) if isinstance(spec, str) else spec
         return self._detector
 
     def _crop(self, img: np.ndarray, face) -> np.ndarray:
