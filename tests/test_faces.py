@@ -124,7 +124,7 @@ def test_face_px_below_the_cascade_window_is_refused():
 
 def test_haar_fast_defaults_and_minimum_face(astronaut):
     det = create_detector("haar-fast")
-    assert (det.min_size, det.face_px, det.scale_factor, det.min_neighbors) == (48, 24, 1.15, 1)
+    assert (det.min_size, det.face_px, det.scale_factor, det.min_neighbors) == (48, 32, 1.15, 1)
     assert det.score_threshold == 1.0
     tiny = resize(astronaut, 64)  # the face is about 20 px: below haar-fast's 48
     assert det.detect(tiny) == []

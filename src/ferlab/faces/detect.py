@@ -144,11 +144,13 @@ class FastHaarDetector(HaarDetector):
     """The Haar cascade tuned for speed on photos (``'haar-fast'``, the default of :class:`ferlab.Recognizer`).
 
     Faces from ``min_size`` = 48 pixels up (FER models see 48x48 faces; ``fer`` stops at 50), found on a copy
-    shrunk so a 48-pixel face meets the cascade's 24-pixel window, with a coarser pyramid (1.15); a single
+    shrunk so a 48-pixel face spans 32 pixels (the cascade's window is 24), with a coarser pyramid (1.15); a single
     neighbour suffices (more recall) and a cascade weight of 1 is required instead (fewer false faces).
-    Tuned on synthetic photos with pasted FER2013 faces (``ferlab bench detect --seed 2``; the README's
-    figures use another seed): about as many faces found as with the exhaustive settings ``fer`` uses (min
-    50 px, 1.1, 5 neighbours), fewer false faces, in about a third of the time. Pass the
+    Tuned on synthetic photos with pasted FER2013 faces (``ferlab bench detect --seed 2/4``) and measured on
+    another seed (3, docs/bench_detect.md): against the exhaustive settings ``fer`` uses (min 50 px, 1.1,
+    5 neighbours) it takes half the time (19.6 vs 40.2 ms at 640x480, 44 vs 84 ms at 1280x720, 2 threads)
+    and finds 1-2 points fewer faces (0.706 vs 0.722, 0.739 vs 0.747), losing mostly faces under 64 px,
+    with a few more false faces (use ``'haar'`` when a stray box matters more than speed). Pass the
     :class:`HaarDetector` options to change any of it.
     """
 
@@ -162,7 +164,7 @@ class FastHaarDetector(HaarDetector):
         min_neighbors: int = 1,
         cascade: str = "haarcascade_frontalface_default.xml",
         max_side: int | None = 1024,
-        face_px: int | None = 24,
+        face_px: int | None = 32,
     ) -> None:
         super().__init__(min_size, score_threshold, scale_factor, min_neighbors, cascade, max_side, face_px)
 
