@@ -265,22 +265,15 @@ def detection_photos(
     return out
 
 
-def _iou(a, b) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def match_detections(truth, found, iou: float = 0.3) -> tuple[int, int]:
     """Greedy one-to-one matching of found boxes to true boxes at ``iou``: ``(true positives, false positives)``."""
+    from .faces.geometry import box_iou
+
     free = list(truth)
     tp = 0
     for box in found:
-        best = max(free, key=lambda t: _iou(box, t), default=None)
-        if best is not None and _iou(box, best) >= iou:
+        best = max(free, key=lambda t: box_iou(box, t), default=None)
+        if best is not None and box_iou(box, best) >= iou:
             free.remove(best)
             tp += 1
     return tp, len(found) - tp

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError, FerlabError, ImageReadError
+from .faces.geometry import box_iou
 from .inference import FacePrediction
 from .io import IMAGE_EXTENSIONS
 
@@ -309,17 +310,6 @@ def predict_paths(
 
 
 # -- video -----------------------------------------------------------------------------------------
-
-
-def box_iou(a, b) -> float:
-    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 @dataclass
