@@ -211,7 +211,7 @@ def _cmd_bench_predict(args) -> int:
     except FerlabError as e:
         print(f"note: benchmarking on random crops ({e})", file=sys.stderr)
     rows = []
-    args.batch_size = args.batch_size or 256
+    args.batch_size = args.batch_size or 128
     for threads in args.threads:
         for model in args.model or ["default", "fast"]:
             for backend in args.backend:
@@ -685,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=None,
-        help="train: default by model size (64 up to 1 GFLOP/image, 16 up to 10, else 8); predict: default 256",
+        help="train: default by model size (64 up to 1 GFLOP/image, 16 up to 10, else 8); predict: default 128",
     )
     s.add_argument("--min-time", type=float, default=2.0, help="train: seconds per timed repeat (>= 1 step)")
     s.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnx"], help="predict only")
@@ -741,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--max-frames", type=int, metavar="N", help="video/camera: stop after N processed frames")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
-    s.add_argument("--batch-size", type=int, default=256, help="face crops per forward pass")
+    s.add_argument("--batch-size", type=int, default=128, help="face crops per forward pass (default 128)")
     s.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none")
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")

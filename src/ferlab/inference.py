@@ -124,7 +124,7 @@ class Recognizer:
         detector="haar-fast",
         device: str = "cpu",
         tta: str = "none",
-        batch_size: int = 256,
+        batch_size: int = 128,
         precision: str = "auto",
         backend: str = "torch",
         margin: float = 0.1,
