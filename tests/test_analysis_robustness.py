@@ -11,6 +11,7 @@ import pytest
 
 from ferlab.analysis.corruptions import CORRUPTIONS, corrupt, region_mask, rotate
 from ferlab.cli import main
+from ferlab.errors import ConfigError
 
 OCCLUSIONS = ("occlusion_random", "occlusion_eyes", "occlusion_mouth")
 
@@ -132,3 +133,47 @@ def test_cli_robustness_unknown_corruption(tiny_weights, tmp_path, capsys, fer20
                "--out", str(tmp_path)])  # fmt: skip
     assert rc == 2
     assert "unknown corruption 'snow'" in capsys.readouterr().err
+
+
+def test_cli_robustness_merge_equals_one_run(tiny_weights, tmp_path, fer2013):
+    common = ["--dataset", "fer2013", "--split", "test", "--limit", "10", "--corruptions", "rotation", "jpeg"]
+    assert main(["robustness", "--checkpoint", str(tiny_weights), str(tiny_weights), *common,
+                 "--out", str(tmp_path / "both")]) == 0  # fmt: skip
+    assert main(["robustness", "--checkpoint", str(tiny_weights), *common, "--out", str(tmp_path / "a")]) == 0
+    # a copy under another name: the label must differ to be merged
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(tiny_weights.read_bytes())
+    assert main(["robustness", "--checkpoint", str(other), *common, "--out", str(tmp_path / "b")]) == 0
+    assert main(["robustness", "--merge", str(tmp_path / "a/robustness.json"), str(tmp_path / "b/robustness.json"),
+                 "--out", str(tmp_path / "m")]) == 0  # fmt: skip
+    merged = json.loads((tmp_path / "m/robustness.json").read_text())
+    both = json.loads((tmp_path / "both/robustness.json").read_text())
+    assert merged["checkpoints"] == ["tiny", "other"]
+    assert [r["accuracy"] for r in merged["rows"]] == [r["accuracy"] for r in both["rows"]]
+    assert (tmp_path / "m/robustness.png").is_file() and "| other |" in (
+        tmp_path / "m/robustness.md"
+    ).read_text()
+
+
+def test_merge_robustness_refuses_different_images_or_twice_the_same_model():
+    from ferlab.analysis.robustness import merge_robustness
+
+    a = {"seed": 0, "n": 10, "image_shape": [48, 48], "precision": "fp32", "dataset": "fer2013", "split": "test",
+         "limit": 10, "checkpoints": ["x"], "clean": {"x": {}}, "rows": [], "buckets": [],
+         "corruptions": {"jpeg": {"severities": [90, 50]}}}  # fmt: skip
+    with pytest.raises(ConfigError, match="seed=1"):
+        merge_robustness([a, {**a, "seed": 1, "checkpoints": ["y"], "clean": {"y": {}}}])
+    with pytest.raises(ConfigError, match="more than one"):
+        merge_robustness([a, a])
+    with pytest.raises(ConfigError, match="jpeg severities"):
+        merge_robustness(
+            [
+                a,
+                {
+                    **a,
+                    "checkpoints": ["y"],
+                    "clean": {"y": {}},
+                    "corruptions": {"jpeg": {"severities": [90]}},
+                },
+            ]
+        )

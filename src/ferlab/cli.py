@@ -408,12 +408,30 @@ def _cmd_ensemble(args) -> int:
 
 
 def _cmd_robustness(args) -> int:
-    from .analysis.robustness import robustness_on_dataset
+    import json
 
-    res, files = robustness_on_dataset(
-        args.checkpoint, args.dataset, args.split, args.data_dir, args.limit, args.seed, args.corruptions,
-        args.batch_size, args.precision, args.out, progress=True,
-    )  # fmt: skip
+    from .analysis.robustness import merge_robustness, robustness_on_dataset, write_robustness
+
+    if bool(args.checkpoint) == bool(args.merge):
+        raise FerlabError(
+            "give either --checkpoint (run the corruptions) or --merge (combine earlier results)"
+        )
+    if args.merge:
+        if not args.out:
+            raise FerlabError("--merge needs --out")
+        results = []
+        for f in args.merge:
+            try:
+                results.append(json.loads(Path(f).read_text()))
+            except (OSError, ValueError) as e:
+                raise FerlabError(f"{f}: not a readable robustness.json ({e})") from None
+        res = merge_robustness(results)
+        files = write_robustness(res, args.out)
+    else:
+        res, files = robustness_on_dataset(
+            args.checkpoint, args.dataset, args.split, args.data_dir, args.limit, args.seed, args.corruptions,
+            args.batch_size, args.precision, args.out, progress=True,
+        )  # fmt: skip
     for label in res["checkpoints"]:
         bs = [b for b in res["buckets"] if b["checkpoint"] == label and b["bucket"] != "mean"]
         summary = ", ".join(f"{b['corruption']} {b['bucket']} {100 * b['accuracy']:.1f}%" for b in bs)
@@ -764,8 +782,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ferlab.analysis.corruptions for the grids; buckets: rotation within/beyond +-30 deg, brightness and "
         "contrast within +-30%% / beyond +-50%%).",
     )
+    s.add_argument("--checkpoint", nargs="+", help="run folders, .pt or .safetensors (or globs)")
     s.add_argument(
-        "--checkpoint", nargs="+", required=True, help="run folders, .pt or .safetensors (or globs)"
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="instead of running: combine robustness.json files made on the same images into one table/plot",
     )
     s.add_argument("--dataset", default="fer2013")
     s.add_argument("--split", default="test")

@@ -232,6 +232,53 @@ def write_robustness(res: dict, out_dir: str | Path, title: str = "Robustness") 
     return files
 
 
+#: Fields that must agree for two robustness results to share one table (the same corrupted images).
+_SAME = ("seed", "n", "image_shape", "precision", "dataset", "split", "limit")
+
+
+def merge_robustness(results) -> dict:
+    """One result from several :func:`run_robustness` results (e.g. a model evaluated in a later run).
+
+    The results must come from the same sample and corruptions (same seed, split, size, limit, precision and
+    severity grids), so every model saw the same corrupted images; checkpoint labels must be distinct.
+
+    Raises:
+        ConfigError: the results differ in one of those, or two of them hold the same checkpoint label.
+    """
+    results = list(results)
+    if not results:
+        raise ConfigError("nothing to merge: no robustness results given")
+    base = results[0]
+    merged = {
+        k: v
+        for k, v in base.items()
+        if k not in ("checkpoints", "clean", "rows", "buckets", "checkpoint_paths")
+    }
+    merged.update(checkpoints=[], clean={}, rows=[], buckets=[], checkpoint_paths=[])
+    for i, res in enumerate(results):
+        for key in _SAME:
+            if res.get(key) != base.get(key):
+                raise ConfigError(
+                    f"robustness result {i + 1} has {key}={res.get(key)!r}, the first has {base.get(key)!r}: "
+                    "only results on the same corrupted images can be merged"
+                )
+        grids = {k: c["severities"] for k, c in res["corruptions"].items()}
+        for name, sev in grids.items():
+            if name in base["corruptions"] and base["corruptions"][name]["severities"] != sev:
+                raise ConfigError(f"robustness result {i + 1} uses other {name} severities than the first")
+        for name, c in res["corruptions"].items():
+            merged["corruptions"].setdefault(name, c)
+        for label in res["checkpoints"]:
+            if label in merged["clean"]:
+                raise ConfigError(f"checkpoint {label!r} appears in more than one robustness result")
+            merged["checkpoints"].append(label)
+            merged["clean"][label] = res["clean"][label]
+        merged["rows"] += res["rows"]
+        merged["buckets"] += res["buckets"]
+        merged["checkpoint_paths"] += res.get("checkpoint_paths", [])
+    return merged
+
+
 def robustness_on_dataset(
     checkpoints,
     dataset: str = "fer2013",
