@@ -265,17 +265,22 @@ def detection_photos(
     return out
 
 
-def match_detections(truth, found, iou: float = 0.3) -> tuple[int, int]:
-    """Greedy one-to-one matching of found boxes to true boxes at ``iou``: ``(true positives, false positives)``."""
+def _matched(truth, found, iou: float) -> list[bool]:
+    """Greedy one-to-one matching of found boxes to true boxes at ``iou``: which true boxes were found."""
     from .faces.geometry import box_iou
 
-    free = list(truth)
-    tp = 0
+    hit = [False] * len(truth)
     for box in found:
-        best = max(free, key=lambda t: box_iou(box, t), default=None)
-        if best is not None and box_iou(box, best) >= iou:
-            free.remove(best)
-            tp += 1
+        free = [i for i, h in enumerate(hit) if not h]
+        best = max(free, key=lambda i: box_iou(box, truth[i]), default=None)
+        if best is not None and box_iou(box, truth[best]) >= iou:
+            hit[best] = True
+    return hit
+
+
+def match_detections(truth, found, iou: float = 0.3) -> tuple[int, int]:
+    """Greedy one-to-one matching of found boxes to true boxes at ``iou``: ``(true positives, false positives)``."""
+    tp = sum(_matched(list(truth), found, iou))
     return tp, len(found) - tp
 
 
@@ -309,13 +314,13 @@ def bench_detect(detectors: dict, photos, threads: int | None = None, repeats: i
         tp = fp = 0
         hit = {k: [0, 0] for k in bins}
         for (_, truth), boxes in zip(photos, found):
-            a, b = match_detections(truth, boxes)
-            tp, fp = tp + a, fp + b
-            for t in truth:
+            matched = _matched(truth, boxes, 0.3)
+            tp, fp = tp + sum(matched), fp + len(boxes) - sum(matched)
+            for t, m in zip(truth, matched):
                 for k, (lo, hi) in bins.items():
                     if lo <= t[2] - t[0] < hi:
                         hit[k][1] += 1
-                        hit[k][0] += match_detections([t], boxes)[0]
+                        hit[k][0] += m
         row = {
             "detector": label,
             "threads": threads or cv2.getNumThreads(),
