@@ -25,6 +25,6 @@ demo: $(VENV)/.installed
 	@echo "demo outputs in outputs/demo/ (class-count charts, fer2013.h5 cache, faces/ crops, annotated astronaut.jpg)"
 
 test: $(VENV)/.installed
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff format --check src tests tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider

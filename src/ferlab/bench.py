@@ -167,7 +167,7 @@ def bench_photos(size: tuple[int, int]) -> np.ndarray:
 
 
 def bench_predict(
-    model: str = "default", threads: int | None = None, backend: str = "torch", detector: str = "haar-fast",
+    model: str = "default", threads: int | None = None, backend: str = "torch", detector: str = "blazeface",
     batch_size: int = 128, precision: str = "auto", repeats: int = 5, faces=None,
     photo_sizes=((512, 512), (640, 480), (1280, 720)),
 ) -> dict:  # fmt: skip

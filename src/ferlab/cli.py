@@ -216,7 +216,7 @@ def _cmd_bench_predict(args) -> int:
         for model in args.model or ["default", "fast"]:
             for backend in args.backend:
                 r = bench_predict(
-                    model, threads, backend, (args.detector or ["haar-fast"])[0], args.batch_size,
+                    model, threads, backend, (args.detector or ["blazeface"])[0], args.batch_size,
                     args.precision, faces=faces,
                 )  # fmt: skip
                 rows.append(r)
@@ -237,7 +237,7 @@ def _cmd_bench_detect(args) -> int:
     from .faces.detect import create_detector
 
     faces = load_dataset("fer2013", args.data_dir)["test"].images
-    specs = args.detector or [FER_HAAR, "haar", "haar-fast"]
+    specs = args.detector or [FER_HAAR, "haar", "haar-fast", "blazeface"]
     detectors = {s: create_detector(s) for s in specs}
     tables = []
     for w, h in ((640, 480), (1280, 720)):
@@ -577,7 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="default", help="shipped model name, checkpoint or .safetensors (default: default)"
     )
     s.add_argument(
-        "--detector", default="haar-fast", help="face detector: haar-fast (default), haar, mtcnn, mediapipe"
+        "--detector",
+        default="blazeface",
+        help="face detector: blazeface (default), haar-fast, haar, mtcnn, mediapipe",
     )
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
     s.set_defaults(func=_cmd_serve)
@@ -711,9 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector",
         nargs="+",
         default=None,
-        help="predict: the photo pipeline's detector (default haar-fast); detect: detectors to compare, "
+        help="predict: the photo pipeline's detector (default blazeface); detect: detectors to compare, "
         "options after a colon, e.g. 'haar:min_size=50,max_side=null' (default: fer's Haar settings, haar, "
-        "haar-fast)",
+        "haar-fast, blazeface)",
     )
     s.add_argument("--photos", type=int, default=100, help="detect: synthetic photos per size (default 100)")
     s.add_argument("--seed", type=int, default=3, help="detect: seed of the synthetic photos (default 3)")
@@ -744,7 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="default", help="default (shipped), fast (shipped) or a checkpoint path"
     )
     s.add_argument(
-        "--detector", default="haar-fast", help="face detector: haar-fast (default), haar, mtcnn or mediapipe"
+        "--detector",
+        default="blazeface",
+        help="face detector: blazeface (default), haar-fast, haar, mtcnn or mediapipe; options after a colon",
     )
     s.add_argument("--no-detect", action="store_true", help="inputs are face crops: classify each as a whole")
     s.add_argument("--output", metavar="FILE.jsonl", help="write the JSON lines here instead of stdout")
@@ -769,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--min-face",
         type=int,
-        help="smallest face side in pixels (default: the detector's, 48 for haar-fast)",
+        help="smallest face side in pixels (default: the detector's, 30 for blazeface)",
     )
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_predict)

@@ -156,7 +156,7 @@ def _model_label(spec, model) -> str:
 
 def create_app(
     recognizer_or_model="default",
-    detector: str = "haar-fast",
+    detector: str = "blazeface",
     backend: str = "torch",
     device: str = "cpu",
     precision: str = "auto",
