@@ -142,7 +142,7 @@ class HaarDetector(FaceDetector):
 
 
 class FastHaarDetector(HaarDetector):
-    """The Haar cascade tuned for speed on photos (``'haar-fast'``, the default of :class:`ferlab.Recognizer`).
+    """The Haar cascade tuned for speed on photos (``'haar-fast'``; the default detector is ``'blazeface'``).
 
     Faces from ``min_size`` = 48 pixels up (FER models see 48x48 faces; ``fer`` stops at 50), found on a copy
     shrunk so a 48-pixel face spans 32 pixels (the cascade's window is 24), with a coarser pyramid (1.15); a single
