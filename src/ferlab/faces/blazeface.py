@@ -37,8 +37,6 @@ from torch import nn
 
 from ..errors import FerlabError
 
-# MediaPipe's names for the six key points, from the subject's point of view.
-KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 WEIGHTS = "blazeface_short_range.safetensors"
 # (in, out, stride) of the 16 BlazeBlocks of face_detection_short_range.tflite
 BLOCKS = (

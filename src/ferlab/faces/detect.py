@@ -223,6 +223,16 @@ class MTCNNDetector(FaceDetector):
         ]
 
 
+def _mediapipe_landmarks(kp) -> dict:
+    """Named landmarks from MediaPipe's six face key points (right eye, left eye, nose, mouth, right ear, left
+    ear, named from the subject's view); each eye and ear pair is ordered by image side instead."""
+    eyes, ears = sorted(kp[0:2]), sorted(kp[4:6])
+    return {
+        "left_eye": eyes[0], "right_eye": eyes[1], "nose": kp[2], "mouth": kp[3],
+        "left_ear": ears[0], "right_ear": ears[1],
+    }  # fmt: skip
+
+
 class BlazeFaceDetector(FaceDetector):
     """MediaPipe's BlazeFace (short-range weights, bundled) run by PyTorch on an image pyramid (``'blazeface'``).
 
@@ -286,12 +296,7 @@ class BlazeFaceDetector(FaceDetector):
         thr = 0.5 if self.score_threshold is None else float(self.score_threshold)
         faces = []
         for d in detect_pyramid(self.net, rgb, scales, thr, self.iou_threshold):
-            kp = [(float(x), float(y)) for x, y in d[4:16].reshape(6, 2)]
-            eyes, ears = sorted(kp[0:2]), sorted(kp[4:6])  # MediaPipe's order is the subject's view
-            lm = {
-                "left_eye": eyes[0], "right_eye": eyes[1], "nose": kp[2], "mouth": kp[3],
-                "left_ear": ears[0], "right_ear": ears[1],
-            }  # fmt: skip
+            lm = _mediapipe_landmarks([(float(x), float(y)) for x, y in d[4:16].reshape(6, 2)])
             box = (max(float(d[0]), 0.0), max(float(d[1]), 0.0), min(float(d[2]), w), min(float(d[3]), h))
             if box[2] > box[0] and box[3] > box[1]:
                 faces.append(Face(box, float(d[16]), lm))
@@ -340,14 +345,7 @@ class MediaPipeDetector(FaceDetector):
             rel = det.location_data.relative_bounding_box
             box = (rel.xmin * w, rel.ymin * h, (rel.xmin + rel.width) * w, (rel.ymin + rel.height) * h)
             kp = [(p.x * w, p.y * h) for p in det.location_data.relative_keypoints]
-            lm = None
-            if len(kp) >= 6:
-                # MediaPipe names points from the subject's view; order each pair by image side instead.
-                eyes, ears = sorted(kp[0:2]), sorted(kp[4:6])
-                lm = {
-                    "left_eye": eyes[0], "right_eye": eyes[1], "nose": kp[2], "mouth": kp[3],
-                    "left_ear": ears[0], "right_ear": ears[1],
-                }  # fmt: skip
+            lm = _mediapipe_landmarks(kp) if len(kp) >= 6 else None
             faces.append(Face(box, float(det.score[0]) if det.score else 1.0, lm))
         return faces
 
