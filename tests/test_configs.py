@@ -27,6 +27,10 @@ from ferlab.engine import optim as optim_mod
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("**/*.yaml"))
 IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
+RUN_DATASETS = {
+    (c := load_config(p)).run_name: c.dataset for p in CONFIGS
+}  # runs/<name> -> its training data
+RUN_NAMES = set(RUN_DATASETS)  # the run folders the recipes write under runs/
 # every scheduler_kwargs key the scheduler factory reads (unknown keys would be silently ignored)
 SCHEDULER_KEYS = set().union(*optim_mod.SCHEDULER_KWARGS.values())
 GRAY_DATASETS = ("fer2013", "ferplus", "ferplus7")  # stored as 48x48 grayscale whatever the model
@@ -60,12 +64,20 @@ def test_config_is_valid(path):
     assert cfg.dataset.startswith(path.stem.split("_")[0]), "layout is configs/<model>/<dataset>.yaml"
     unknown = set(cfg.scheduler_kwargs) - SCHEDULER_KEYS
     assert not unknown, f"scheduler_kwargs {sorted(unknown)} are not read by build_scheduler"
-    # recipes run offline: no downloaded weights; a file shipped in the repository is fine (self-distillation)
-    assert cfg.pretrained is None or (CONFIG_DIR.parent / cfg.pretrained).is_file(), (
-        f"pretrained={cfg.pretrained!r} is not a file in the repository; pass downloaded weights as an override"
-    )
-    if cfg.teacher:
-        assert (CONFIG_DIR.parent / cfg.teacher).is_file() or cfg.teacher.startswith("runs/"), cfg.teacher
+    # recipes run offline: no downloaded weights. Starting weights and teachers are a file shipped in the
+    # repository or the output of another recipe here (runs/<its name>/...), so a chain of runs reproduces
+    for key in ("pretrained", "teacher"):
+        ref = getattr(cfg, key)
+        if ref is None or (CONFIG_DIR.parent / ref).is_file():
+            continue
+        parts = Path(ref).parts
+        assert parts[0] == "runs" and len(parts) >= 3, (
+            f"{key}={ref!r} is neither a file in the repository nor a run of a recipe here; pass downloaded "
+            "weights as an override"
+        )
+        assert parts[1] in RUN_NAMES and parts[1] != cfg.run_name, (
+            f"{key}={ref!r}: no other recipe writes {parts[1]}"
+        )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)
@@ -93,12 +105,20 @@ def test_config_trains_one_step(path, tmp_path, restore_threads):
                  f"output_dir={tmp_path}", "resume=false", "progress=false", "tensorboard=false", "threads=1"]  # fmt: skip
     cfg = load_config(path, overrides)
     classes = L.class_names(_num_classes(cfg.dataset))
-    if cfg.teacher:  # distillation recipes: the trained teacher is not in a fresh clone; use a random one
-        from ferlab.engine.checkpoint import export_weights
+    # weights from earlier runs (a teacher, starting weights) are not in a fresh clone: use random ones with
+    # the class count of the run that writes them (a FER2013 start for a FER+ recipe has a 7-class head)
+    stand_ins = []
+    for key in ("teacher", "pretrained"):
+        ref = str(getattr(cfg, key) or "")
+        if ref.startswith("runs/"):
+            from ferlab.engine.checkpoint import export_weights
 
-        teacher = ferlab.create_model(model, num_classes=len(classes), img_size=size)
-        path_t = export_weights(teacher, tmp_path / "teacher.safetensors", classes)
-        cfg = load_config(path, [*overrides, f"teacher={path_t}"])
+            src_classes = L.class_names(_num_classes(RUN_DATASETS[Path(ref).parts[1]]))
+            random_model = ferlab.create_model(model, num_classes=len(src_classes), img_size=size)
+            path_r = export_weights(random_model, tmp_path / f"{key}.safetensors", src_classes)
+            stand_ins.append(f"{key}={path_r}")
+    if stand_ins:
+        cfg = load_config(path, [*overrides, *stand_ins])
     rgb = cfg.dataset not in GRAY_DATASETS and ferlab.model_info(model).data.color == "rgb"
     rng = np.random.default_rng(0)
 

@@ -144,6 +144,33 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a_sd[k], b_sd[k], rtol=1e-5, atol=1e-6)
 
 
+def test_export_is_the_best_epoch_and_says_so(tmp_path):
+    """model.safetensors holds the best epoch's weights, and its metadata names that epoch, not the last."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tr = Trainer(_cfg(tmp_path, epochs=3), _random_splits(n=48), L.SEVEN)
+    validate, calls = tr.validate, []
+
+    def falling_accuracy(
+        split, *args
+    ):  # every validation scores lower than the one before: epoch 1 is the best
+        m = validate(split, *args)
+        calls.append(split)
+        m["accuracy"] = 1.0 / len(calls)
+        return m
+
+    tr.validate = falling_accuracy
+    tr.fit()
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == 1 and load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
+    with safe_open(str(tmp_path / "run" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["epoch"] == "1"
+    exported = load_file(str(tmp_path / "run" / "model.safetensors"))
+    for k, v in best["model"].items():
+        torch.testing.assert_close(exported[k], v)
+
+
 def test_nan_loss_stops_with_message(tmp_path):
     splits = _random_splits()
     splits["train"].images[:] = 0

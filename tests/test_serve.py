@@ -92,7 +92,7 @@ def test_health_models_and_page(client):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["model"] == "tiny.safetensors"
     m = client.get("/models").json()
-    assert m["shipped"] == ["default", "fast"] and set(m["available"]) <= {"default", "fast"}
+    assert m["shipped"] == ["default", "fast", "ferplus"] and set(m["available"]) <= set(m["shipped"])
     assert m["loaded"] == "tiny.safetensors" and m["architecture"] == "fernet_xs"
     assert m["classes"] == ["neutral", "happy", "sad", "surprise", "fear", "disgust", "angry"]
     page = client.get("/")

@@ -24,8 +24,9 @@ import numpy as np
 
 from .errors import ConfigError
 
-#: Shipped models: name -> file inside ``ferlab/weights``.
-PRETRAINED = {"default": "default.safetensors", "fast": "fast.safetensors"}
+#: Shipped models: name -> file inside ``ferlab/weights`` (MODEL_CARD.md describes each). ``default`` and ``fast``
+#: predict FER2013's seven classes, ``ferplus`` FER+'s eight (the seven and contempt).
+PRETRAINED = {"default": "default.safetensors", "fast": "fast.safetensors", "ferplus": "ferplus.safetensors"}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 BACKENDS = ("torch", "onnx")
 

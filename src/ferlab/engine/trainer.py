@@ -446,12 +446,13 @@ class Trainer:
         out = {}
         if self.cfg.fast_dev_run:
             return out
-        best = self.run_dir / "best.pt"
+        best, weights_epoch = self.run_dir / "best.pt", self.epoch
         if best.is_file():
             ck = load_checkpoint(best)
             self.model.load_state_dict(ck["model"])
             if self.ema is not None and ck.get("ema"):
                 self.ema.module.load_state_dict(ck["ema"])
+            weights_epoch = ck["epoch"]  # the exported weights are the best epoch's, not the last one's
         for key, sp in self.splits.items():
             if not key.startswith("test:"):
                 continue
@@ -465,7 +466,7 @@ class Trainer:
         if (self.run_dir / "metrics.csv").is_file():
             plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
         export_weights(self.eval_model(), self.run_dir / "model.safetensors", self.classes,
-                       {"dataset": self.cfg.dataset, "epoch": self.epoch, **{k: v for k, v in out.items()}})  # fmt: skip
+                       {"dataset": self.cfg.dataset, "epoch": weights_epoch, **{k: v for k, v in out.items()}})  # fmt: skip
         return out
 
     # ------------------------------------------------------------------ state
