@@ -23,6 +23,7 @@ from ferlab.data.expand import expand
 from ferlab.data.registry import DATASETS
 from ferlab.engine import Trainer, load_config
 from ferlab.engine import optim as optim_mod
+from ferlab.engine.checkpoint import export_weights
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("**/*.yaml"))
@@ -30,7 +31,6 @@ IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
 RUN_DATASETS = {
     (c := load_config(p)).run_name: c.dataset for p in CONFIGS
 }  # runs/<name> -> its training data
-RUN_NAMES = set(RUN_DATASETS)  # the run folders the recipes write under runs/
 # every scheduler_kwargs key the scheduler factory reads (unknown keys would be silently ignored)
 SCHEDULER_KEYS = set().union(*optim_mod.SCHEDULER_KWARGS.values())
 GRAY_DATASETS = ("fer2013", "ferplus", "ferplus7")  # stored as 48x48 grayscale whatever the model
@@ -75,7 +75,7 @@ def test_config_is_valid(path):
             f"{key}={ref!r} is neither a file in the repository nor a run of a recipe here; pass downloaded "
             "weights as an override"
         )
-        assert parts[1] in RUN_NAMES and parts[1] != cfg.run_name, (
+        assert parts[1] in RUN_DATASETS and parts[1] != cfg.run_name, (
             f"{key}={ref!r}: no other recipe writes {parts[1]}"
         )
 
@@ -111,8 +111,6 @@ def test_config_trains_one_step(path, tmp_path, restore_threads):
     for key in ("teacher", "pretrained"):
         ref = str(getattr(cfg, key) or "")
         if ref.startswith("runs/"):
-            from ferlab.engine.checkpoint import export_weights
-
             src_classes = L.class_names(_num_classes(RUN_DATASETS[Path(ref).parts[1]]))
             random_model = ferlab.create_model(model, num_classes=len(src_classes), img_size=size)
             path_r = export_weights(random_model, tmp_path / f"{key}.safetensors", src_classes)

@@ -498,6 +498,9 @@ def _cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .inference import PRETRAINED
+
+    shipped = ", ".join(PRETRAINED)
     p = argparse.ArgumentParser(
         prog="ferlab",
         description="Facial expression recognition toolkit: datasets, face preprocessing, models, training, inference.",
@@ -553,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", help="run folder, .pt checkpoint or .safetensors file")
-    g.add_argument("--model", help="shipped model name (default, fast, ferplus)")
+    g.add_argument("--model", help=f"shipped model name ({shipped})")
     s.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
     s.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     s.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (default dynamic)")
@@ -742,9 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--camera", type=int, metavar="N", help="also read camera N (until Ctrl-C or --max-frames)"
     )
-    s.add_argument(
-        "--model", default="default", help="a shipped model (default, fast, ferplus) or a checkpoint path"
-    )
+    s.add_argument("--model", default="default", help=f"a shipped model ({shipped}) or a checkpoint path")
     s.add_argument(
         "--detector",
         default="blazeface",

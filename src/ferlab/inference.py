@@ -106,7 +106,8 @@ class Recognizer:
     """Face detection + expression classification.
 
     Args:
-        model: shipped model name (``'default'``, ``'fast'``), checkpoint path / run folder, or a model object.
+        model: shipped model name (``'default'``, ``'fast'``, ``'ferplus'``), checkpoint path / run folder, or a
+            model object.
         detector: face detector name (``'blazeface'``, ``'haar-fast'``, ``'haar'``, ``'mtcnn'``, ``'mediapipe'``,
             options after a colon) or a detector object. ``'blazeface'`` (MediaPipe's network on an image
             pyramid) finds more faces than the Haar cascades, with fewer false ones at 640x480, in less time

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FerlabError
+from .geometry import box_iou_many
 
 WEIGHTS = "blazeface_short_range.safetensors"
 # (in, out, stride) of the 16 BlazeBlocks of face_detection_short_range.tflite
@@ -129,15 +130,6 @@ def decode(scores: np.ndarray, regs: np.ndarray, anchors: np.ndarray, threshold:
     return np.concatenate([boxes, kps.reshape(-1, 12), prob[keep, None]], 1)
 
 
-def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
 def weighted_nms(dets: np.ndarray, iou_threshold: float = 0.3) -> np.ndarray:
     """MediaPipe's WEIGHTED non-maximum suppression: the best remaining detection absorbs every detection
     overlapping it by more than ``iou_threshold``; its coordinates become their score-weighted mean, its score stays."""
@@ -145,7 +137,7 @@ def weighted_nms(dets: np.ndarray, iou_threshold: float = 0.3) -> np.ndarray:
     dets = dets[order]
     out = []
     while len(dets):
-        overlap = _iou_one_to_many(dets[0, :4], dets[:, :4]) > iou_threshold
+        overlap = box_iou_many(dets[0, :4], dets[:, :4]) > iou_threshold
         overlap[0] = True
         group = dets[overlap]
         w = group[:, -1:]

@@ -228,12 +228,20 @@ def aligned_crop(
     return out
 
 
+def box_iou_many(box, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one ``(x1, y1, x2, y2)`` box with each row of ``boxes`` ``[N, >=4]``."""
+    boxes = np.asarray(boxes, np.float64)
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    union = (
+        (box[2] - box[0]) * (box[3] - box[1])
+        + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        - inter
+    )
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def box_iou(a, b) -> float:
     """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    return float(box_iou_many(a, np.asarray([b[:4]]))[0])
