@@ -15,7 +15,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("FERLAB_DATA", str(DEFAULT_DATA))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers: one core each, no oversubscription
+    os.environ.setdefault("FERLAB_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")

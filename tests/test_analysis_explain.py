@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import ferlab
+from families import representatives
 from ferlab.cli import main
 from ferlab.models import model_info
 
@@ -24,7 +25,7 @@ def _side(name: str) -> int:
     return native if native <= 64 else max(info.test_size or native, 64)
 
 
-@pytest.mark.parametrize("name", ferlab.list_models())
+@pytest.mark.parametrize("name", representatives())  # size variants: tests/families.py
 def test_gradcam_map_every_model(name):
     torch.manual_seed(0)
     side = _side(name)

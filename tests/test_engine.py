@@ -214,7 +214,9 @@ def test_fast_dev_run_every_model(tmp_path, name):
 
 
 def test_real_fer2013_small_run_beats_chance(tmp_path, fer2013):
-    """6,000 FER2013 training images, 4 epochs, the small CNN: clearly above chance (> 30 %) on PublicTest.
+    """6,000 FER2013 training images, 4 epochs, the tiny CNN: clearly above chance (> 30 %) on PublicTest.
+
+    (smallcnn_tiny, 0.045 GFLOP: 45 % here in 30 s on an AVX2-only CPU in fp32; smallcnn took 140 s.)
 
     (Always answering the largest class, happy, scores 24.9 % on PublicTest.)"""
     tr = fer2013["train"].subset(np.arange(6000))
@@ -232,8 +234,8 @@ def test_real_fer2013_small_run_beats_chance(tmp_path, fer2013):
         "contrast": 0.0,
         "erasing": 0.0,
     }
-    cfg = _cfg(tmp_path, model="smallcnn", epochs=4, batch_size=32, optimizer="adamw", lr=0.002, scheduler="onecycle",
-               augment=flip_only, amp=True, channels_last=True)  # fmt: skip
+    cfg = _cfg(tmp_path, model="smallcnn_tiny", epochs=4, batch_size=32, optimizer="adamw", lr=0.002, scheduler="onecycle",
+               augment=flip_only, precision="auto", channels_last=True)  # fmt: skip
     s = Trainer(cfg, splits, L.SEVEN).fit()
     assert s["best_val_acc"] > 0.30, s
 
@@ -269,7 +271,9 @@ def test_tensorboard_and_curves_are_written(tmp_path):
 
 
 def test_torch_compile_switch(tmp_path):
-    tr = Trainer(_cfg(tmp_path, compile=True, fast_dev_run=True), _random_splits(n=16), L.SEVEN)
+    # aot_eager traces forward and backward like inductor but skips its C++ code generation (40 s here)
+    cfg = _cfg(tmp_path, compile=True, compile_backend="aot_eager", fast_dev_run=True)
+    tr = Trainer(cfg, _random_splits(n=16), L.SEVEN)
     assert type(tr.task.model).__name__ == "OptimizedModule"
     assert tr.fit()["epochs_run"] == 1
 

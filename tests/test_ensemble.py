@@ -47,13 +47,16 @@ def sample(fer2013):
     return out
 
 
-def _train(name: str, steps: int, split, seed: int = 0):
-    """A few hundred Adam steps (horizontal flips only) on pre-transformed real faces."""
+def _train(name: str, steps: int, split, seed: int = 0, lr: float = 1e-3):
+    """A few hundred Adam steps (horizontal flips only) on pre-transformed real faces.
+
+    lr 1e-3 for the good member: at 3e-3 its 200 steps reached 35.5 % on a CPU with AVX-512 but 28.3 % with
+    torch limited to AVX2 (ATEN_CPU_CAPABILITY=avx2), below the test's 30 %; at 1e-3 35.6 % / 34.9 %."""
     torch.manual_seed(seed)
     model = ferlab.create_model(name, num_classes=7)
     x = create_transform(model.data_config)(split.images)
     y = torch.as_tensor(split.labels)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
@@ -74,7 +77,7 @@ def trained(sample, tmp_path_factory):
     """Two real (small, briefly trained) members: a better smallcnn_tiny and a weaker fernet_xs, exported."""
     d = tmp_path_factory.mktemp("members")
     good = _train("smallcnn_tiny", 200, sample["train"], seed=0)
-    weak = _train("fernet_xs", 50, sample["train"], seed=1)
+    weak = _train("fernet_xs", 50, sample["train"], seed=1, lr=3e-3)
     paths = [
         export_weights(m, d / f"{n}.safetensors", m.classes) for n, m in (("good", good), ("weak", weak))
     ]

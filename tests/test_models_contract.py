@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import ferlab
+from families import representatives
 from ferlab.errors import ConfigError
 from ferlab.models import model_info
 
@@ -80,7 +81,7 @@ def test_data_config_and_gradcam_layer(name):
     model.get_submodule(model.gradcam_layer)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", representatives())  # size variants: tests/families.py
 def test_onnx_or_torchscript_export(name):
     model, shape = _make(name, 7)
     model.eval()

@@ -34,9 +34,11 @@ def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     return statistics.median(rates)
 
 
-def _train_step_fn(model, x, y, amp: bool, opt):
+def _train_step_fn(model, x, y, precision: str, opt):
+    from .runtime.precision import autocast_context
+
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with autocast_context(precision):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -55,7 +57,7 @@ def auto_batch_size(gflops: float) -> int:
 
 
 def bench_train(
-    name: str, batch_size: int | None = 64, threads: int | None = None, amp: bool = False,
+    name: str, batch_size: int | None = 64, threads: int | None = None, precision: str = "auto",
     channels_last: bool = False, steps: int = 5, repeats: int = 3, img_size: int | None = None,
     min_time: float | None = None,
 ) -> dict:  # fmt: skip
@@ -64,11 +66,13 @@ def bench_train(
     ``batch_size=None`` picks :func:`auto_batch_size` from the model's FLOPs. With ``min_time`` each timed
     repeat runs whole steps until that many seconds have passed (at least one) instead of ``steps``.
     """
+    from .hardware import configure_threads
     from .models import create_model
+    from .runtime.precision import autocast_context, resolve_precision
     from .transforms import create_transform
 
-    if threads:
-        torch.set_num_threads(threads)
+    configure_threads(threads)
+    precision = resolve_precision(precision)
     model = create_model(name, img_size=img_size)
     cfg = model.data_config
     if batch_size is None:
@@ -82,8 +86,8 @@ def bench_train(
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    step = _train_step_fn(model, x, y, amp, opt)
-    with FlopCounterMode(display=False) as fc, torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+    step = _train_step_fn(model, x, y, precision, opt)
+    with FlopCounterMode(display=False) as fc, autocast_context(precision):
         model(x)
     flops = 3 * fc.get_total_flops()  # forward + backward (2x forward); see the module docstring
     for _ in range(1 if min_time else 2):
@@ -111,7 +115,7 @@ def bench_train(
     mm = matmul_gflops()
     achieved = flops / batch_size * ips / 1e9
     return {
-        "model": name, "threads": torch.get_num_threads(), "amp_bf16": amp, "channels_last": channels_last,
+        "model": name, "threads": torch.get_num_threads(), "precision": precision, "channels_last": channels_last,
         "batch_size": batch_size, "input": "x".join(map(str, cfg.input_size)),
         "train_img_per_s": ips, "train_gflop_per_img": flops / batch_size / 1e9, "achieved_gflops": achieved,
         "matmul_gflops": mm, "pct_of_matmul": 100 * achieved / mm, "loader_img_per_s": loader_ips,
@@ -124,11 +128,11 @@ def _num(v: float) -> str:
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = "| model | input | threads | bf16 | ch-last | train img/s | GFLOP/img (train) | GFLOP/s | matmul GFLOP/s | % of matmul | loader img/s |"
+    head = "| model | input | threads | precision | ch-last | train img/s | GFLOP/img (train) | GFLOP/s | matmul GFLOP/s | % of matmul | loader img/s |"
     out = [head, "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(
-            f"| {r['model']} | {r['input']} | {r['threads']} | {r['amp_bf16']} | {r['channels_last']} | "
+            f"| {r['model']} | {r['input']} | {r['threads']} | {r['precision']} | {r['channels_last']} | "
             f"{_num(r['train_img_per_s'])} | {r['train_gflop_per_img']:.3f} | {r['achieved_gflops']:.1f} | "
             f"{r['matmul_gflops']:.0f} | {r['pct_of_matmul']:.0f}% | {r['loader_img_per_s']:.0f} |"
         )
@@ -180,9 +184,8 @@ def bench_predict(
     """
     from .inference import Recognizer
 
-    if threads:
-        torch.set_num_threads(threads)
-    r = Recognizer(model, detector=detector, backend=backend, batch_size=batch_size, precision=precision)
+    r = Recognizer(model, detector=detector, backend=backend, batch_size=batch_size, precision=precision,
+                   threads=threads)  # fmt: skip
     if faces is None:
         h, w = r.data_config.input_size[-2:]
         faces = np.random.default_rng(0).integers(0, 256, (1024, h, w), dtype=np.uint8)
@@ -298,9 +301,9 @@ def bench_detect(detectors: dict, photos, threads: int | None = None, repeats: i
     """
     import cv2
 
-    if threads:
-        cv2.setNumThreads(threads)
-        torch.set_num_threads(threads)
+    from .hardware import configure_threads
+
+    configure_threads(threads)
     rows = []
     bins = {"recall_lt64": (0, 64), "recall_64_128": (64, 128), "recall_ge128": (128, 1 << 30)}
     for label, det in detectors.items():

@@ -13,6 +13,8 @@ from pathlib import Path
 from .errors import FerlabError
 
 DATA_HELP = "data root (default: $FERLAB_DATA)"
+THREADS_HELP = "CPU threads for torch, ONNX Runtime and OpenCV (default: the cores this process may use, or $FERLAB_THREADS)"
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def _cmd_datasets(args) -> int:
@@ -86,18 +88,56 @@ def _cmd_export_data(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import OnnxModel, check_parity, export_onnx, parity_faces
-    from .inference import resolve_model
+    import hashlib
 
-    model = resolve_model(args.checkpoint or args.model)
-    path = export_onnx(model, args.out, opset=args.opset, dynamic_batch=not args.static_batch)
+    from .export import (
+        OnnxModel,
+        calibration_faces,
+        check_parity,
+        export_onnx,
+        parity_faces,
+        quantize_int8,
+        write_atomic,
+    )  # fmt: skip
+    from .inference import PRETRAINED, pretrained_path, resolve_model
+
+    ref = args.checkpoint or args.model
+    model = resolve_model(ref)
+    stem = Path(str(ref).rstrip("/")).stem if args.checkpoint else str(ref)
+    out = Path(args.out or f"{stem}{'.int8' if args.quantize else ''}.onnx")
+    src = pretrained_path(ref) if args.model in PRETRAINED else Path(ref)
+    if out.exists() and not args.overwrite:
+        raise FerlabError(f"{out} exists; pass --overwrite to replace it")
+    if src.is_file() and out.resolve() == src.resolve():
+        raise FerlabError(f"{out} is the model being exported; choose another --out")
+    if args.quantize:
+        calib = calibration_faces(args.calib_faces, args.data_dir)
+        meta = {"source_sha256": hashlib.sha256(src.read_bytes()).hexdigest()} if src.is_file() else {}
+        meta["source"] = src.name if src.is_file() else str(ref)
+        path = write_atomic(quantize_int8(model, calib, opset=args.opset, extra_meta=meta), out)
+    else:
+        path = export_onnx(model, out, opset=args.opset, dynamic_batch=not args.static_batch)
     onnx_model = OnnxModel.from_file(path)
     images, what = parity_faces(args.parity_faces, args.data_dir)
     diff = check_parity(model, onnx_model, images)
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {onnx_model.model_name}, opset {args.opset}, "
-        f"{'batch 1' if args.static_batch else 'dynamic batch'}, classes: {', '.join(onnx_model.classes)})"
+        f"{'int8 (static, calibrated on ' + str(args.calib_faces) + ' FER2013 training faces)' if args.quantize else ''}"
+        f"{'batch 1' if args.static_batch and not args.quantize else '' if args.quantize else 'dynamic batch'}, "
+        f"classes: {', '.join(onnx_model.classes)})"
     )
+    if args.quantize:
+        from .engine.evaluate import predict_probs
+
+        agree = float(
+            (predict_probs(model, images).argmax(1) == onnx_model.predict_probs(images).argmax(1)).mean()
+        )
+        print(f"INT8 vs PyTorch fp32 on {what}: top-1 agreement {100 * agree:.1f} %, max |dp| = {diff:.3f}")
+        if agree < args.min_agreement:
+            raise FerlabError(
+                f"INT8 and fp32 agree on {100 * agree:.1f} % < {100 * args.min_agreement:.0f} % of faces"
+            )
+        return 0
     print(f"parity vs PyTorch fp32 on {what}: max |p_onnx - p_torch| = {diff:.2e}")
     if diff > args.tolerance:
         raise FerlabError(f"ONNX and PyTorch probabilities differ by {diff:.2e} > {args.tolerance:g}")
@@ -107,7 +147,14 @@ def _cmd_export(args) -> int:
 def _cmd_serve(args) -> int:
     from .serve import run
 
-    run(args.host, args.port, model=args.model, detector=args.detector, backend=args.backend)
+    run(
+        args.host,
+        args.port,
+        model=args.model,
+        detector=args.detector,
+        backend=args.backend,
+        threads=args.threads,
+    )
     return 0
 
 
@@ -144,8 +191,39 @@ def _cmd_list_models(args) -> int:
 def _cmd_train(args) -> int:
     from .engine import train
 
-    summary = train(args.config, args.overrides)
+    overrides = list(args.overrides or []) + ([f"threads={args.threads}"] if args.threads else [])
+    summary = train(args.config, overrides)
     print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
+    return 0
+
+
+ZOO_QUEUE = "queues/zoo_fer2013_cpu.yaml"
+
+
+def _cmd_zoo(args) -> int:
+    from .engine.queue import queue_status, run_queue
+
+    overrides = list(args.overrides or [])
+    if getattr(args, "threads", None):
+        overrides.append(f"threads={args.threads}")
+    if args.action == "train":
+        res = run_queue(args.queue, only=args.only, overrides=overrides)
+        return 1 if any(r["status"] == "failed" for r in res) else 0
+    if args.action == "status":
+        from .data.balance import format_table
+
+        rows = queue_status(args.queue, overrides)
+        print(format_table(
+            ["run", "model", "state", "epochs", "train min", "budget min", "best val acc"],
+            [[r["name"], r["model"], r["state"], r["epochs"] if r["epochs"] is not None else "?",
+              f"{r['train_min']:.1f}" if r["train_min"] is not None else "?", r["budget_min"] or "-",
+              f"{100 * r['best_val_acc']:.2f} %" if r["best_val_acc"] is not None else "-"] for r in rows],
+        ))  # fmt: skip
+        return 0
+    from .analysis.zoo import zoo_table
+
+    out = zoo_table(args.queue, args.out, overrides=overrides, data_dir=args.data_dir, tta=not args.no_tta)
+    print(f"wrote {out}")
     return 0
 
 
@@ -155,7 +233,9 @@ def _cmd_evaluate(args) -> int:
     from .data import load_dataset
     from .engine.checkpoint import load_model
     from .engine.evaluate import evaluate_model, write_report
+    from .hardware import configure_threads
 
+    configure_threads(args.threads)
     paths = []
     for c in args.checkpoint:
         hits = sorted(glob.glob(c)) if any(ch in c for ch in "*?[") else [c]
@@ -168,7 +248,13 @@ def _cmd_evaluate(args) -> int:
     split = real_only(mark_synthetic(ds).split(args.split))  # evaluation scores real faces only
     rows = []
     for p in paths:
-        model, classes, _info = load_model(p)
+        if str(p).endswith(".onnx"):  # an exported (or INT8) ONNX file: ONNX Runtime, its own metadata
+            from .export import OnnxModel
+
+            model = OnnxModel.from_file(p, args.threads)
+            classes = model.classes
+        else:
+            model, classes, _info = load_model(p)
         sp = (
             split
             if split.in_memory
@@ -214,7 +300,7 @@ def _cmd_bench_predict(args) -> int:
     args.batch_size = args.batch_size or 128
     for threads in args.threads:
         for model in args.model or ["default", "fast"]:
-            for backend in args.backend:
+            for backend in args.backend or ["torch"]:
                 r = bench_predict(
                     model, threads, backend, (args.detector or ["blazeface"])[0], args.batch_size,
                     args.precision, faces=faces,
@@ -256,10 +342,38 @@ def _cmd_bench_detect(args) -> int:
     return 0
 
 
+def _cmd_bench_compare(args) -> int:
+    import os
+
+    from .analysis.compare import bench_compare, format_compare
+    from .data import load_dataset
+    from .hardware import cpu_info
+
+    test = load_dataset("fer2013", args.data_dir)["test"]
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "FERLAB_NO_FAST_BF16")
+                   if os.environ.get(k))  # fmt: skip
+    head = f"CPU: {cpu_info().summary()}" + (f"; environment: {env}" if env else "")
+    print(head, flush=True)
+    rows = bench_compare(
+        args.model or ["fast", "default"], args.backend or ["torch", "onnx", "onnx-int8"], args.threads,
+        test.images, test.labels, n_time=args.faces, rounds=args.rounds,
+    )  # fmt: skip
+    text = (f"{head}\n\nFER2013 PrivateTest ({len(test)} faces; {args.faces} timed per round, {args.rounds} interleaved "
+            f"rounds, medians):\n\n{format_compare(rows)}")  # fmt: skip
+    print("\n" + text)
+    if args.out:
+        from .export import write_atomic
+
+        write_atomic((text + "\n").encode(), args.out)
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import bench_train, format_rows
     from .models import list_models
 
+    if args.what == "compare":
+        return _cmd_bench_compare(args)
     if args.what == "predict":
         return _cmd_bench_predict(args)
     if args.what == "detect":
@@ -276,7 +390,7 @@ def _cmd_bench(args) -> int:
     for threads in args.threads:
         for n in names:
             r = bench_train(
-                n, args.batch_size, threads, args.amp, args.channels_last, img_size=args.img_size,
+                n, args.batch_size, threads, args.precision, args.channels_last, img_size=args.img_size,
                 min_time=args.min_time,
             )  # fmt: skip
             rows.append(r)
@@ -337,6 +451,7 @@ def _cmd_predict(args) -> int:
         backend=args.backend,
         margin=args.margin,
         min_face=args.min_face,
+        threads=args.threads,
     )
     opts = dict(
         detect=not args.no_detect,
@@ -560,7 +675,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
     s.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     s.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (default dynamic)")
-    s.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
+    s.add_argument("--out", help="file to write (default: NAME.onnx or NAME.int8.onnx here)")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.add_argument("--quantize", choices=["int8"], help="INT8 static quantization (ONNX Runtime)")
+    s.add_argument(
+        "--calib-faces", type=int, default=512, help="FER2013 training faces that calibrate INT8 (512)"
+    )
+    s.add_argument("--min-agreement", type=float, default=0.95,
+                   help="INT8: fail below this top-1 agreement with fp32 on the parity faces (0.95)")  # fmt: skip
     s.add_argument("--parity-faces", type=int, default=64, help="faces for the parity check (default 64)")
     s.add_argument(
         "--tolerance", type=float, default=1e-4, help="fail if the parity difference exceeds it (1e-4)"
@@ -584,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="blazeface",
         help="face detector: blazeface (default), haar-fast, haar, mtcnn, mediapipe",
     )
-    s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend")
+    s.add_argument("--backend", choices=list(BACKENDS), default="torch", help="inference backend")
+    s.add_argument("--threads", type=int, help=THREADS_HELP)
     s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser(
@@ -616,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Data-parallel: torchrun --nproc_per_node=N -m ferlab train --config ...",
     )
     s.add_argument("--config", help="YAML recipe (optional: defaults train smallcnn on fer2013)")
+    s.add_argument("--threads", type=int, help=THREADS_HELP + "; same as threads=N")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     s.set_defaults(func=_cmd_train)
 
@@ -627,7 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         nargs="+",
         required=True,
-        help="run folders, .pt checkpoints, .safetensors files or globs",
+        help="run folders, .pt checkpoints, .safetensors files, exported .onnx files (INT8 too) or globs",
     )
     s.add_argument("--dataset", default="fer2013")
     s.add_argument("--split", default="test")
@@ -639,6 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fp32 is the exact reference; bf16/auto is the CPU fast path",
     )
     s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--threads", type=int, help=THREADS_HELP)
     s.add_argument("--out", help="report folder (default: <run>/eval)")
     s.add_argument("--data-dir", help=DATA_HELP)
     s.set_defaults(func=_cmd_evaluate)
@@ -691,12 +816,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "bench",
         help="benchmarks on this machine: `ferlab bench train --model NAME`, `ferlab bench predict --model default`, "
-        "`ferlab bench detect`",
+        "`ferlab bench detect`, `ferlab bench compare` (against the fer package, side by side)",
         description="train: training images/s and share of the matmul peak; predict: faces/s and photos/s of "
         "shipped models; detect: ms/photo, recall and false faces of face detectors on synthetic photos with "
         "known faces (FER2013 PrivateTest crops pasted on scikit-image scenes).",
     )
-    s.add_argument("what", choices=["train", "predict", "detect"], help="what to benchmark")
+    s.add_argument("what", choices=["train", "predict", "detect", "compare"], help="what to benchmark")
     s.add_argument(
         "--model",
         nargs="+",
@@ -711,7 +836,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="train: default by model size (64 up to 1 GFLOP/image, 16 up to 10, else 8); predict: default 128",
     )
     s.add_argument("--min-time", type=float, default=2.0, help="train: seconds per timed repeat (>= 1 step)")
-    s.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnx"], help="predict only")
+    s.add_argument("--backend", nargs="+", default=None, choices=["torch", "onnx", "onnx-int8"],
+                   help="predict (default torch) and compare (default: all three)")  # fmt: skip
+    s.add_argument("--faces", type=int, default=512, help="compare: PrivateTest crops timed per round (512)")
+    s.add_argument("--rounds", type=int, default=7, help="compare: interleaved rounds (7)")
     s.add_argument(
         "--detector",
         nargs="+",
@@ -722,12 +850,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--photos", type=int, default=100, help="detect: synthetic photos per size (default 100)")
     s.add_argument("--seed", type=int, default=3, help="detect: seed of the synthetic photos (default 3)")
-    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="predict only")
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="train and predict (auto: bf16 only on CPUs with fast bf16)")  # fmt: skip
     s.add_argument("--data-dir", help="data root for real FER2013 crops (default $FERLAB_DATA)")
     s.add_argument(
         "--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure (default 1 2)"
     )
-    s.add_argument("--amp", action="store_true", help="bf16 autocast")
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--img-size", type=int, help="override the model's input side")
     s.add_argument("--out", help="also write the Markdown table here")
@@ -765,8 +893,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-frames", type=int, metavar="N", help="video/camera: stop after N processed frames")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     s.add_argument("--batch-size", type=int, default=128, help="face crops per forward pass (default 128)")
+    s.add_argument("--threads", type=int, help=THREADS_HELP)
     s.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none")
-    s.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    s.add_argument("--backend", choices=list(BACKENDS), default="torch")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     s.add_argument(
         "--margin", type=float, default=0.1, help="margin around each face box, fraction of its side"
@@ -859,6 +988,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="HTML file (default: RUN/report.html)")
     s.set_defaults(func=_cmd_report)
 
+    s = sub.add_parser(
+        "zoo",
+        help="train the zoo's queue of paper recipes (resumable), show its state, or write its results table",
+    )
+    s.add_argument("action", choices=["train", "status", "table"])
+    s.add_argument("--queue", default=ZOO_QUEUE, help=f"queue file (default {ZOO_QUEUE})")
+    s.add_argument("--only", nargs="+", help="train: only these run or model names")
+    s.add_argument("--threads", type=int, help="train: threads per run (overrides the recipes' value)")
+    s.add_argument(
+        "--out", default="docs/zoo_fer2013.md", help="table: Markdown file (a PNG of curves beside it)"
+    )
+    s.add_argument("--no-tta", action="store_true", help="table: skip the flip-TTA evaluation")
+    s.add_argument("--data-dir", help=DATA_HELP)
+    s.add_argument("overrides", nargs="*", help="key=value applied to every run's config")
+    s.set_defaults(func=_cmd_zoo)
+
     s = sub.add_parser("list-models", help="the model zoo: name, paper, parameters, FLOPs, input")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern (default *)")
     s.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
@@ -867,6 +1012,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # OpenMP threads that spin while they wait steal the core the detector (ONNX Runtime) or a second process
+    # needs; read by the OpenMP runtime when torch loads, so set before any command imports torch
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

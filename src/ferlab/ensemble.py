@@ -539,7 +539,7 @@ def run_ensemble(
     Every pool member is also scored on ``split``, so the report compares the ensemble with each of them.
     """
     from .data import load_dataset
-    from .engine.evaluate import resolve_precision
+    from .runtime.precision import resolve_precision
 
     method = canonical_method(method)
     pool = Ensemble(members)

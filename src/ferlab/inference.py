@@ -28,7 +28,7 @@ from .errors import ConfigError
 #: predict FER2013's seven classes, ``ferplus`` FER+'s eight (the seven and contempt).
 PRETRAINED = {"default": "default.safetensors", "fast": "fast.safetensors", "ferplus": "ferplus.safetensors"}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def list_pretrained(available_only: bool = False) -> list[str]:
@@ -47,6 +47,12 @@ def pretrained_path(name: str) -> Path:
             f"shipped model {name!r} is not in this installation ({path} missing); shipped here: {have}"
         )
     return path
+
+
+def pretrained_int8_path(name: str) -> Path | None:
+    """The shipped INT8 ONNX file of a shipped model (``weights/<name>.int8.onnx``), or None."""
+    path = WEIGHTS_DIR / f"{name}.int8.onnx"
+    return path if name in PRETRAINED and path.is_file() else None
 
 
 def load_default(name: str = "default"):
@@ -116,7 +122,11 @@ class Recognizer:
         tta: test-time augmentation, ``'none'``, ``'flip'`` or ``'tencrop'``.
         batch_size: crops per forward pass.
         precision: ``'auto'`` (bf16 on CPUs with native bf16, fp16 on CUDA, else fp32), ``'fp32'``, ``'bf16'``.
-        backend: ``'torch'`` or ``'onnx'`` (ONNX Runtime on an exported copy of the model; fp32).
+        backend: ``'torch'``, ``'onnx'`` (ONNX Runtime on an exported copy of the model; fp32) or
+            ``'onnx-int8'`` (ONNX Runtime, INT8: the shipped ``weights/<name>.int8.onnx`` for ``default`` and
+            ``fast``; other models are quantized in memory, calibrated on FER2013 training faces from
+            ``$FERLAB_DATA``; or pass an ``.onnx`` file written by ``ferlab export --quantize int8``).
+        threads: CPU threads for torch, ONNX Runtime and OpenCV (None: :func:`ferlab.hardware.default_threads`).
         margin: fraction of the detected box added on each side before cropping (FER2013-like framing;
             0.1 measured best for BlazeFace boxes on pasted PrivateTest faces, 0.0-0.1 for Haar's).
         min_face: smallest face side in pixels the detector keeps (None: the detector's own default, 30 for
@@ -134,10 +144,13 @@ class Recognizer:
         backend: str = "torch",
         margin: float = 0.1,
         min_face: int | None = None,
+        threads: int | None = None,
     ) -> None:
         import torch
 
-        from .engine.evaluate import TTA, resolve_precision
+        from .engine.evaluate import TTA
+        from .hardware import configure_threads
+        from .runtime.precision import resolve_precision
         from .transforms import create_transform
 
         if tta not in TTA:
@@ -147,22 +160,41 @@ class Recognizer:
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = _check_device(device)
-        self.model = resolve_model(model).eval().to(self.device)
+        self.threads = configure_threads(threads)
+        self.tta, self.batch_size, self.backend = tta, int(batch_size), backend
+        self._onnx = None
+        if backend != "torch" and str(model).endswith(".onnx") and isinstance(model, (str, Path)):
+            from .export import OnnxModel
+
+            self._onnx = OnnxModel.from_file(model, self.threads)
+            self.model = self._onnx
+        else:
+            self.model = resolve_model(model).eval().to(self.device)
         self.classes = tuple(self.model.classes)
         self.data_config = self.model.data_config
-        self.tta, self.batch_size, self.backend = tta, int(batch_size), backend
-        self.precision = "fp32" if backend == "onnx" else resolve_precision(precision, self.device)
-        self.channels_last = self.precision != "fp32" and self.device == "cpu"
+        self.precision = (
+            ("int8" if backend == "onnx-int8" else "fp32")
+            if backend != "torch"
+            else resolve_precision(precision, self.device)
+        )
+        self.channels_last = self.precision not in ("fp32", "int8") and self.device == "cpu"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.transform = create_transform(self.data_config, is_training=False)
         self._detector_spec, self._detector = detector, None
         self.margin, self.min_face = float(margin), None if min_face is None else int(min_face)
-        self._onnx = None
-        if backend == "onnx":
+        if backend != "torch" and self._onnx is None:
             from .export import OnnxModel
 
-            self._onnx = OnnxModel.from_model(self.model)
+            shipped = pretrained_int8_path(str(model)) if isinstance(model, (str, Path)) else None
+            if backend == "onnx-int8" and shipped is not None:
+                self._onnx = OnnxModel.from_file(shipped, self.threads)
+            else:
+                quantize = "int8" if backend == "onnx-int8" else None
+                self._onnx = OnnxModel.from_model(self.model, threads=self.threads, quantize=quantize)
+        if self._onnx is not None and backend == "onnx-int8" and not self._onnx.is_int8:
+            raise ConfigError(f"backend 'onnx-int8' needs an INT8 model; {self._onnx.source} is fp32 "
+                              "(write one with: ferlab export --quantize int8)")  # fmt: skip
 
     # -- detection ---------------------------------------------------------------------------------
     @property

@@ -135,7 +135,7 @@ def default_devices() -> list[str]:
 
 def _measure(model, dev: str, prec: str, shape, batch: int, repeats: int, max_seconds: float) -> dict:
     """Latency (batch 1), throughput (``batch``) and peak memory of one model on one device and precision."""
-    from ..engine.evaluate import autocast_context
+    from ..runtime.precision import autocast_context
 
     is_cuda = dev.startswith("cuda")
     sync = (lambda: torch.cuda.synchronize(dev)) if is_cuda else None
@@ -172,9 +172,9 @@ def profile_model(
 ) -> list[dict]:
     """Rows (one per device and precision) of :mod:`this module <ferlab.analysis.complexity>`'s numbers for
     one registered model; ``input_size`` is ``(H, W)`` (default: the model's native size)."""
-    from ..engine.evaluate import cpu_has_fast_bf16
     from ..models import create_model, model_info
     from ..models.profile import params_and_flops
+    from ..runtime.precision import cpu_has_fast_bf16
 
     if threads:
         torch.set_num_threads(int(threads))

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..runtime.precision import PRECISIONS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "adabelief", "lookahead_sgd", "lookahead_adam", "lookahead_adamw",
               "lookahead_radam", "ranger_adabelief")  # fmt: skip
@@ -73,17 +74,20 @@ class TrainConfig:
     kd_alpha: float = 0.5  # weight of the distillation term
     kd_temperature: float = 4.0
     # engine switches
-    amp: bool = False  # bf16 autocast on CPU, fp16 on CUDA
+    precision: str = "auto"  # auto: bf16 on CPUs with fast bf16, fp16 on CUDA, else fp32 (ferlab.runtime)
     ema: bool = False
     ema_decay: float = 0.999
+    ema_warmup: bool = False  # timm's EMA warmup: decay 1 - (1 + step)^(-2/3), capped at ema_decay
     channels_last: bool = False
     compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager" compiles without C++ codegen)
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = None  # torch/OpenCV threads; None: the cores this process may use
     # run control
     seed: int = 0
     deterministic: bool = False
     early_stopping: int | None = None  # patience in epochs (paper 000: 10)
+    max_minutes: float | None = None  # training-time budget (wall minutes, summed over resumes); None: none
     monitor: str = "val_acc"
     snapshot_epochs: list = field(default_factory=list)  # extra checkpoints for snapshot ensembles
     fast_dev_run: bool = False
@@ -151,8 +155,19 @@ def parse_overrides(overrides) -> dict:
     return out
 
 
+def _legacy(d: dict) -> dict:
+    """Older recipes' keys: ``amp: true|false`` became ``precision: auto|fp32``."""
+    if "amp" in d:
+        d = dict(d)
+        amp = d.pop("amp")
+        if "precision" not in d:
+            d["precision"] = "auto" if amp else "fp32"
+    return d
+
+
 def from_dict(d: dict) -> TrainConfig:
     """Validate a dict against :class:`TrainConfig` (types, names, combinations)."""
+    d = _legacy(d)
     hints = typing.get_type_hints(TrainConfig)
     valid = {f.name for f in fields(TrainConfig)}
     bad = sorted(set(d) - valid)
@@ -207,6 +222,11 @@ def validate(cfg: TrainConfig) -> None:
     _choice("class_weights", cfg.class_weights, CLASS_WEIGHTS)
     _choice("sampler", cfg.sampler, SAMPLERS)
     _choice("monitor", cfg.monitor, MONITORS)
+    _choice("precision", cfg.precision, PRECISIONS)
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"config key 'threads' must be >= 1, got {cfg.threads}")
+    if cfg.max_minutes is not None and cfg.max_minutes <= 0:
+        raise ConfigError(f"config key 'max_minutes' must be > 0, got {cfg.max_minutes}")
     _choice("expansion", cfg.expansion, ("none", "paper002", "paper002_hflip", "paper004"))
     for k in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg, k) < 1:
@@ -241,5 +261,6 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
 
 
 def config_from_checkpoint(d: dict) -> TrainConfig:
+    d = _legacy(d)
     valid = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in d.items() if k in valid})

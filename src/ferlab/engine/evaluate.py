@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..runtime.precision import autocast_context, resolve_precision
 from ..transforms import create_transform
 from .metrics import classification_metrics
 
@@ -41,39 +42,6 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     raise ConfigError(f"unknown TTA {tta!r}; valid: {', '.join(TTA)}")
 
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), where oneDNN's bf16 path is ~3x fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: str = "cpu") -> str:
-    """``'auto'`` -> ``'bf16'`` on CPUs with native bf16, ``'fp16'`` on CUDA, else ``'fp32'``."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if str(device).startswith("cuda"):
-        return "fp16"
-    return "bf16" if str(device) == "cpu" and cpu_has_fast_bf16() else "fp32"
-
-
-def autocast_context(precision: str, device: str = "cpu"):
-    """The autocast context for a resolved precision (a null context for fp32)."""
-    import contextlib
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=str(device).split(":")[0], dtype=dtype)
-
-
 @torch.no_grad()
 def predict_probs(
     model,
@@ -96,6 +64,8 @@ def predict_probs(
 
     if getattr(model, "is_ensemble", False):  # members need their own transforms (ferlab.ensemble)
         return model.predict_probs(images, tta, batch_size, device, progress, precision, channels_last)
+    if not isinstance(model, torch.nn.Module) and hasattr(model, "predict_probs"):  # an ONNX Runtime model
+        return model.predict_probs(images, transform, batch_size, tta)
     precision = resolve_precision(precision, device)
     transform = transform or create_transform(model.data_config, is_training=False)
     model.eval()
@@ -144,7 +114,7 @@ def evaluate_model(
     dt = time.perf_counter() - t
     m = classification_metrics(y, probs, classes)
     m["tta"] = tta
-    m["precision"] = resolve_precision(precision)
+    m["precision"] = getattr(model, "precision", None) or resolve_precision(precision, quiet=True)
     m["left_out_unknown_classes"] = unmapped
     m["ms_per_image"] = 1000 * dt / max(len(y), 1)
     return m

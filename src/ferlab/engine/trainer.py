@@ -19,7 +19,6 @@ epoch's permutation through ``DistributedDataParallel``; only rank 0 logs and wr
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -32,6 +31,8 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError, DataError, FerlabError
+from ..hardware import configure_threads, default_threads
+from ..runtime.precision import autocast_context, resolve_precision
 from .checkpoint import FORMAT, atomic_save, export_weights, load_checkpoint
 from .config import TrainConfig, save_config
 from .evaluate import predict_probs, write_report
@@ -95,10 +96,12 @@ class Trainer:
         self.is_main = self.rank == 0
         if cfg.fast_dev_run:
             cfg.epochs, cfg.limit_train_batches, cfg.limit_val_batches = 1, 1, 1
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        # data-parallel ranks share the machine: each takes its share of the cores unless told otherwise
+        self.threads = configure_threads(cfg.threads or max(1, default_threads() // self.world))
         seed_everything(cfg.seed, cfg.deterministic)
         self.device = torch.device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, cfg.device, quiet=not self.is_main)
+        self.train_time = 0.0  # seconds of training so far, over resumes (the max_minutes budget)
         self._splits, self._classes = splits, classes
         self.run_dir = cfg.run_dir
         self.epoch = 0  # epochs completed
@@ -200,7 +203,7 @@ class Trainer:
             self.task = ClassificationTask(self.model, criterion, soft, cfg.attn_reg_weight)
 
         if cfg.compile:
-            self.task.model = torch.compile(self.model)
+            self.task.model = torch.compile(self.model, backend=cfg.compile_backend)
         self.ddp_model = self.model
         if self.world > 1:
             if cfg.loss in ("center", "island") or cfg.attn_reg_weight:
@@ -215,12 +218,14 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler, self.sched_per_batch = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         # fp16 autocast on CUDA needs loss scaling; bf16 (the CPU path) does not
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp and self.device.type == "cuda" else None
+        self.scaler = (
+            torch.amp.GradScaler("cuda") if self.precision == "fp16" and self.device.type == "cuda" else None
+        )
         self.ema = None
         if cfg.ema:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay)
+            self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
         self.tb = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -281,10 +286,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _autocast(self):
-        if not self.cfg.amp:
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast_context(self.precision, self.device.type)
 
     def train_epoch(self, epoch: int) -> dict:
         from tqdm.auto import tqdm
@@ -383,8 +385,22 @@ class Trainer:
         cfg = self.cfg
         writer = self._tensorboard()
         t_start = time.perf_counter()
-        stopped_early = False
+        stopped_early = budget_reached = False
+        if self.is_main:
+            print(
+                f"{self.run_dir}: {cfg.model}, precision {self.precision}, {self.threads} thread(s)",
+                flush=True,
+            )
         for epoch in range(self.epoch, cfg.epochs):
+            if cfg.max_minutes is not None and self.train_time >= 60 * cfg.max_minutes:
+                budget_reached = True
+                if self.is_main:
+                    print(
+                        f"time budget of {cfg.max_minutes:g} min reached after {self.epoch} epochs",
+                        flush=True,
+                    )
+                break
+            t_epoch = time.perf_counter()
             tr = self.train_epoch(epoch)
             val = self.validate(self.splits["val"], cfg.limit_val_batches)
             lr = self.optimizer.param_groups[0]["lr"]
@@ -395,7 +411,8 @@ class Trainer:
                 else:
                     self.scheduler.step()
             self.epoch = epoch + 1
-            row = {"epoch": self.epoch, "lr": lr, **tr, "val_loss": val["loss"], "val_acc": val["accuracy"],
+            self.train_time += time.perf_counter() - t_epoch
+            row = {"epoch": self.epoch, "lr": lr, **tr, "train_time_total": self.train_time, "val_loss": val["loss"], "val_acc": val["accuracy"],
                    "val_macro_f1": val["macro_f1"]}  # fmt: skip
             for c, d in val["per_class"].items():
                 for k in ("precision", "recall", "f1"):
@@ -430,8 +447,16 @@ class Trainer:
                         flush=True,
                     )
                 break
+        if (
+            cfg.max_minutes is not None
+            and self.train_time >= 60 * cfg.max_minutes
+            and self.epoch < cfg.epochs
+        ):
+            budget_reached = budget_reached or not stopped_early
         summary = {"epochs_run": self.epoch, "best_" + cfg.monitor: self.best if cfg.monitor == "val_acc" else -self.best,
-                   "stopped_early": stopped_early, "train_time_s": time.perf_counter() - t_start}  # fmt: skip
+                   "stopped_early": stopped_early, "budget_reached": budget_reached,
+                   "train_time_s": self.train_time, "session_time_s": time.perf_counter() - t_start,
+                   "precision": self.precision, "threads": self.threads}  # fmt: skip
         if self.is_main:
             summary.update(self.finish())
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -477,7 +502,7 @@ class Trainer:
             "model_name": self.model.model_name, "model_kwargs": self.model.model_kwargs,
             "classes": list(self.classes), "data_config": self.model.data_config.to_dict(),
             "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step, "best_metric": self.best,
-            "bad_epochs": self.bad_epochs,
+            "bad_epochs": self.bad_epochs, "train_time": self.train_time, "precision": self.precision,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": _plain(sched),
             "aux_loss": self.aux_loss.state_dict() if self.aux_loss is not None else None,
             "aux_optimizer": self.aux_opt.state_dict() if self.aux_opt is not None else None,
@@ -508,6 +533,7 @@ class Trainer:
         torch.set_rng_state(ck["torch_rng"])
         self.epoch, self.step, self.best = ck["epoch"], ck["step"], ck["best_metric"]
         self.bad_epochs = ck.get("bad_epochs", 0)
+        self.train_time = float(ck.get("train_time", 0.0))
         self.history = list(ck.get("history", []))
         if self.is_main:
             print(f"resumed from {path} at epoch {self.epoch}", flush=True)

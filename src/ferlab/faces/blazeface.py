@@ -218,10 +218,10 @@ class OnnxBlazeFace:
         if threads not in self._sessions:
             import onnxruntime as ort
 
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+            from ..hardware import ort_session_options
+
             # idle workers must not spin: the classifier (PyTorch) runs right after on the same cores
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so = ort_session_options(threads)
             self._sessions[threads] = ort.InferenceSession(
                 self.model_bytes, so, providers=["CPUExecutionProvider"]
             )

@@ -58,6 +58,10 @@ Deviations from the paper:
 * The patch extraction uses TF-"same" padding computed from the actual input, so other input sizes work:
   the backbone map has side ceil(s/16); sides s = 65-192 give a single 1x1 patch (attention over one token
   is then the identity), s = 193-320 the paper's 2x2 patch grid (224 native). Below 65 the model fails.
+* ``backbone_stride`` (ferlab switch for small inputs; default 16 = the paper): 8 removes the stride of the
+  stem conv, 4 also that of block 2's depthwise conv. FER2013's 48 px faces upsampled to 64 with stride 4
+  give the paper's 16x16 backbone map and 2x2 patch grid at 1/12 of the 224 px cost of the stem; the
+  layers and parameters are unchanged (ferlab's CPU-scale FER2013 recipe, ``configs/pattlite/fer2013_cpu.yaml``).
 * Training recipe (not part of the model): phase 1 trains the head with the backbone frozen (Adam 1e-3,
   clipnorm 3, batch 8, balanced class weights, early stopping); phase 2 fine-tunes at 1e-5 with inverse-time
   decay, BN kept frozen.
@@ -81,13 +85,21 @@ __all__ = ["DotProductSelfAttention", "PAttLite", "truncated_mobilenetv1"]
 ATTENTION_MODES = ("tokens", "batch", "none")
 
 
-def truncated_mobilenetv1(in_chans: int = 3) -> nn.Module:
+BACKBONE_STRIDES = (16, 8, 4)
+
+
+def truncated_mobilenetv1(in_chans: int = 3, output_stride: int = 16) -> nn.Module:
     """timm ``mobilenetv1_100`` (random init) cut after block 9's depthwise conv + BN + ReLU6 (512 channels).
 
     timm groups MobileNetV1's 13 depthwise-separable blocks into stages of 1, 2, 2, 6 and 2 blocks, so Keras'
     block 9 is ``blocks[3][3]``. The returned module is timm's ``EfficientNet`` with the later blocks, the
     head conv and the classifier removed; its ``forward_features`` yields the 512-channel map (stride 16).
+    ``output_stride`` 8 sets the stem conv's stride to 1; 4 also block 2's depthwise conv (small inputs).
     """
+    if output_stride not in BACKBONE_STRIDES:
+        raise ConfigError(
+            f"backbone_stride={output_stride!r}; valid: {', '.join(map(str, BACKBONE_STRIDES))}"
+        )
     m = timm.create_model("mobilenetv1_100", pretrained=False, in_chans=in_chans, num_classes=0)
     m.blocks = m.blocks[:4]
     m.blocks[3] = m.blocks[3][:4]
@@ -95,6 +107,10 @@ def truncated_mobilenetv1(in_chans: int = 3) -> nn.Module:
     m.blocks[3][3].bn2 = nn.Identity()
     m.conv_head, m.bn2 = nn.Identity(), nn.Identity()
     m.num_features = m.head_hidden_size = 512
+    if output_stride <= 8:
+        m.conv_stem.stride = (1, 1)
+    if output_stride <= 4:
+        m.blocks[1][0].conv_dw.stride = (1, 1)
     return m
 
 
@@ -127,6 +143,7 @@ class PAttLite(FERModel):
         drop_rate: dropout before the Dense layer (0.1 in phase 1, 0.2 in phase 2 of the reference).
         attn_drop_rate: dropout after the attention (0 in phase 1, 0.2 in phase 2).
         spatial_drop_rate: channel dropout on the patch map (0 in phase 1, 0.2 in phase 2).
+        backbone_stride: 16 (the paper), 8 or 4 (fewer stride-2 layers, for small inputs).
     """
 
     gradcam_layer = "patch_extract"
@@ -141,6 +158,7 @@ class PAttLite(FERModel):
         drop_rate: float = 0.1,
         attn_drop_rate: float = 0.0,
         spatial_drop_rate: float = 0.0,
+        backbone_stride: int = 16,
     ):
         super().__init__()
         if attention_mode not in ATTENTION_MODES:
@@ -154,7 +172,7 @@ class PAttLite(FERModel):
                 stacklevel=2,
             )
         self.attention_mode = attention_mode
-        self.backbone = truncated_mobilenetv1(in_chans)
+        self.backbone = truncated_mobilenetv1(in_chans, backbone_stride)
         c = self.backbone.num_features
         self.patch_extract = nn.Sequential(
             SeparableConv2d(c, patch_dim, 4, stride=4, padding="same", bias=True),
@@ -208,6 +226,7 @@ def pattlite(
     drop_rate: float = 0.1,
     attn_drop_rate: float = 0.0,
     spatial_drop_rate: float = 0.0,
+    backbone_stride: int = 16,
     **kwargs,
 ) -> PAttLite:
     """PAtt-Lite: truncated MobileNetV1 + patch extraction + attention classifier (per-sample), 1.09 M params."""
@@ -218,4 +237,5 @@ def pattlite(
         drop_rate=drop_rate,
         attn_drop_rate=attn_drop_rate,
         spatial_drop_rate=spatial_drop_rate,
+        backbone_stride=backbone_stride,
     )

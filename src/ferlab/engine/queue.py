@@ -1,0 +1,195 @@
+"""A training queue: many recipes, one command, resumable after a kill or in the next session.
+
+A queue file (YAML) lists runs in order; each names a recipe, optional ``key=value`` overrides and, for the
+zoo table, what the paper reported::
+
+    runs:
+      - config: configs/emonext_tiny/fer2013_cpu.yaml
+        paper: {accuracy: 76.12, dataset: FER2013 PrivateTest, input: 236 px, source: "..."}
+
+``run_queue`` trains the runs one after another in this process: a run whose ``summary.json`` exists is
+done and skipped, a run with a ``last.pt`` resumes where it stopped (the Trainer's own resume, its time
+budget ``max_minutes`` summed over resumes), and a run that fails is reported and the queue goes on. A lock
+file in the output folder keeps two queue processes from training the same runs. ``queue_status`` reads the
+run folders only, so it is cheap to call while the queue trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError, FerlabError
+from .config import TrainConfig, load_config
+
+
+@dataclass
+class QueueEntry:
+    """One run of a queue: a recipe, its overrides, and what the paper reported (free-form, for tables)."""
+
+    config: str
+    overrides: list = field(default_factory=list)
+    paper: dict = field(default_factory=dict)
+
+    def train_config(self, extra=None) -> TrainConfig:
+        return load_config(self.config, [*self.overrides, *(extra or [])])
+
+
+def load_queue(path: str | Path) -> list[QueueEntry]:
+    """Read a queue file; every recipe in it must load (so a typo fails before hours of training)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"queue file {p} not found")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    runs = d.get("runs") if isinstance(d, dict) else None
+    if not isinstance(runs, list) or not runs:
+        raise ConfigError(f"{p}: expected a non-empty list under 'runs:'")
+    out = []
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict) or "config" not in r:
+            raise ConfigError(f"{p}: run {i + 1} needs a 'config:' path")
+        bad = sorted(set(r) - {"config", "overrides", "paper"})
+        if bad:
+            raise ConfigError(
+                f"{p}: run {i + 1}: unknown key(s) {', '.join(bad)}; valid: config, overrides, paper"
+            )
+        e = QueueEntry(str(r["config"]), list(r.get("overrides") or []), dict(r.get("paper") or {}))
+        e.train_config()  # validates the recipe now
+        out.append(e)
+    names = [e.train_config().run_name for e in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{p}: run name(s) {', '.join(dup)} appear twice; give each run its own name")
+    return out
+
+
+def run_state(cfg: TrainConfig) -> dict:
+    """What the run folder says: ``done`` (summary.json), ``partial`` (last.pt) or ``pending``."""
+    d = cfg.run_dir
+    if (d / "summary.json").is_file():
+        s = json.loads((d / "summary.json").read_text())
+        return {"state": "done", "epochs": s.get("epochs_run"), "train_min": s.get("train_time_s", 0) / 60,
+                "summary": s}  # fmt: skip
+    if (d / "last.pt").is_file():
+        from .checkpoint import load_checkpoint
+
+        with contextlib.suppress(FerlabError, OSError, KeyError, RuntimeError):
+            ck = load_checkpoint(d / "last.pt")
+            return {"state": "partial", "epochs": ck["epoch"], "train_min": ck.get("train_time", 0.0) / 60}
+        return {"state": "partial", "epochs": None, "train_min": None}
+    return {"state": "pending", "epochs": 0, "train_min": 0.0}
+
+
+def queue_status(path: str | Path, overrides=None) -> list[dict]:
+    """One row per run: name, model, state, epochs done, training minutes, best validation accuracy."""
+    rows = []
+    for e in load_queue(path):
+        cfg = e.train_config(overrides)
+        st = run_state(cfg)
+        best = None
+        metrics = cfg.run_dir / "metrics.csv"
+        if metrics.is_file():
+            import csv
+
+            with open(metrics, newline="") as f:
+                accs = [float(r["val_acc"]) for r in csv.DictReader(f) if r.get("val_acc")]
+            best = max(accs) if accs else None
+        rows.append({"name": cfg.run_name, "model": cfg.model, "budget_min": cfg.max_minutes, **st,
+                     "best_val_acc": best})  # fmt: skip
+    return rows
+
+
+class QueueLock:
+    """An exclusive lock file (``<output_dir>/.queue.lock`` holding the pid); a stale lock is taken over."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ".queue.lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(self.path.read_text().strip() or 0)
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise ConfigError(f"another queue (pid {pid}) is training in {self.path.parent}; "
+                                      f"wait for it or stop it (kill {pid})")  # fmt: skip
+        self.path.write_text(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(OSError):
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_queue(path: str | Path, only=None, overrides=None, log=print) -> list[dict]:
+    """Train every pending or partial run of the queue in order; returns one result row per run.
+
+    ``only``: run names or model names to train (others are left alone). ``overrides``: ``key=value``
+    applied to every run (e.g. ``threads=2``). Failures are caught, reported and counted; the queue goes on.
+    """
+    from .trainer import Trainer
+
+    entries = load_queue(path)
+    results = []
+    cfgs = [e.train_config(overrides) for e in entries]
+    if only:
+        unknown = sorted(set(only) - {c.run_name for c in cfgs} - {c.model for c in cfgs})
+        if unknown:
+            raise ConfigError(
+                f"--only {', '.join(unknown)}: not in {path}; runs: {', '.join(c.run_name for c in cfgs)}"
+            )
+        cfgs = [c for c in cfgs if c.run_name in only or c.model in only]
+    out_dirs = {Path(c.output_dir) for c in cfgs}
+    with contextlib.ExitStack() as stack:
+        for d in sorted(out_dirs):
+            stack.enter_context(QueueLock(d))
+        for i, cfg in enumerate(cfgs):
+            st = run_state(cfg)
+            head = f"[{i + 1}/{len(cfgs)}] {cfg.run_name}"
+            if st["state"] == "done":
+                log(f"{head}: done already ({st['epochs']} epochs, {st['train_min']:.0f} min), skipped")
+                results.append({"name": cfg.run_name, "status": "done before"})
+                continue
+            log(f"{head}: {'resuming' if st['state'] == 'partial' else 'starting'} ({cfg.model}, "
+                f"budget {cfg.max_minutes or 'none'} min)")  # fmt: skip
+            t = time.perf_counter()
+            try:
+                summary = Trainer(cfg).fit()
+                results.append({"name": cfg.run_name, "status": "trained", **summary})
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 (one failed run must not stop the queue)
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                log(f"{head}: FAILED after {time.perf_counter() - t:.0f} s: {type(e).__name__}: {msg}")
+                if not isinstance(e, FerlabError):
+                    log(traceback.format_exc())
+                results.append(
+                    {"name": cfg.run_name, "status": "failed", "error": f"{type(e).__name__}: {msg}"}
+                )
+    failed = [r["name"] for r in results if r["status"] == "failed"]
+    log(
+        f"queue {path}: {len(results)} runs, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+    )
+    return results

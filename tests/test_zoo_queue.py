@@ -1,0 +1,102 @@
+"""The training queue (``ferlab zoo train``) and the zoo table, on tiny recipes.
+
+Two real recipes train a few steps each on a small cached sample of real FER2013 faces; a third points at a
+missing dataset file and must fail without stopping the queue. The table then evaluates the finished runs
+on the real PrivateTest.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+import ferlab
+from ferlab.cli import main
+from ferlab.data.base import FERDataset
+from ferlab.data.cache import save_dataset
+from ferlab.engine.queue import load_queue, queue_status, run_queue
+from ferlab.errors import ConfigError
+
+
+@pytest.fixture
+def queue(tmp_path, fer2013):
+    idx = np.arange(0, 28709, 97)[:256]
+    small = FERDataset("fer2013", fer2013.classes, {"train": fer2013["train"].subset(idx),
+                                                      "val": fer2013["val"].subset(np.arange(64))})  # fmt: skip
+    cache = save_dataset(small, tmp_path / "small.npz")
+    base = {"dataset": f"cache:{cache}", "test_splits": [], "epochs": 3, "batch_size": 32,
+            "limit_train_batches": 2, "scheduler": "none", "optimizer": "adam", "lr": 0.002, "progress": False,
+            "tensorboard": False, "output_dir": str(tmp_path / "runs"), "threads": 1, "precision": "auto"}  # fmt: skip
+    recipes = {
+        "a": {**base, "model": "smallcnn_tiny", "name": "tiny-a"},
+        "b": {**base, "model": "fernet_xs", "name": "xs-b", "max_minutes": 1e-6},  # stopped by its budget
+        "c": {
+            **base,
+            "model": "smallcnn_tiny",
+            "name": "broken-c",
+            "dataset": f"cache:{tmp_path / 'nope.npz'}",
+        },
+    }
+    runs = []
+    for k, r in recipes.items():
+        (tmp_path / f"{k}.yaml").write_text(yaml.safe_dump(r))
+        runs.append({"config": str(tmp_path / f"{k}.yaml"), "paper": {"accuracy": 70.0 + len(runs),
+                     "dataset": "FER2013 test", "input": "224 px"}})  # fmt: skip
+    q = tmp_path / "queue.yaml"
+    q.write_text(yaml.safe_dump({"runs": runs}))
+    return q
+
+
+def test_queue_trains_skips_and_survives_a_failure(queue, tmp_path):
+    said = []
+    res = run_queue(queue, log=said.append)
+    assert [r["status"] for r in res] == ["trained", "trained", "failed"]
+    assert "broken-c" in res[2]["error"] or "nope.npz" in res[2]["error"]
+    assert res[0]["epochs_run"] == 3 and not res[0]["budget_reached"]
+    assert res[1]["epochs_run"] == 1 and res[1]["budget_reached"], res[1]  # the budget ends it after epoch 1
+    assert any("FAILED" in s for s in said) and "3 runs, 1 failed" in said[-1]
+    # rerun: the finished runs are skipped, the broken one is tried again
+    res2 = run_queue(queue, log=said.append)
+    assert [r["status"] for r in res2] == ["done before", "done before", "failed"]
+    st = {r["name"]: r for r in queue_status(queue)}
+    assert st["tiny-a"]["state"] == "done" and st["tiny-a"]["epochs"] == 3
+    assert st["broken-c"]["state"] == "pending" and st["xs-b"]["best_val_acc"] is not None
+    # --only and its errors
+    assert run_queue(queue, only=["tiny-a"], log=said.append)[0]["status"] == "done before"
+    with pytest.raises(ConfigError, match="--only nope: not in"):
+        run_queue(queue, only=["nope"], log=said.append)
+
+
+def test_queue_resumes_a_partial_run(queue, tmp_path):
+    q = load_queue(queue)
+    cfg = q[0].train_config(["epochs=1"])
+    from ferlab.engine.trainer import Trainer
+
+    Trainer(cfg).fit()
+    (cfg.run_dir / "summary.json").unlink()  # as if killed after epoch 1 (last.pt stays)
+    assert queue_status(queue)[0]["state"] == "partial"
+    said = []
+    res = run_queue(queue, only=["tiny-a"], log=said.append)
+    assert "resuming" in said[0] and res[0]["epochs_run"] == 3
+    hist = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert hist["epochs_run"] == 3
+
+
+def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
+    run_queue(queue, log=lambda s: None)
+    out = tmp_path / "docs" / "zoo.md"
+    assert main(["zoo", "table", "--queue", str(queue), "--out", str(out), "--data-dir", str(data_root)]) == 0
+    text = out.read_text()
+    rows = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())}
+    a = rows["tiny-a"]
+    assert a["state"] == "done" and 0.0 < a["acc"] < 1.0 and 0.0 < a["acc_flip"] < 1.0
+    assert a["params"] == sum(p.numel() for p in ferlab.create_model("smallcnn_tiny").parameters())
+    assert set(a["recall"]) == set(ferlab.CANONICAL[:7]) and a["input"] == "1x48x48"
+    assert rows["xs-b"]["budget_reached"] and rows["broken-c"]["state"] == "pending"
+    assert "| smallcnn_tiny | 1x48x48 |" in text and "**pending**" in text and "| budget |" in text
+    assert "70.00 %" in text and (tmp_path / "docs" / "zoo_curves.png").stat().st_size > 10_000
+    assert main(["zoo", "status", "--queue", str(queue)]) == 0
+    assert "tiny-a" in capsys.readouterr().out
