@@ -20,7 +20,7 @@ from ferlab.engine import (
 from ferlab.engine.config import from_dict
 from ferlab.engine.losses import IslandLoss
 from ferlab.engine.metrics import expected_calibration_error
-from ferlab.errors import ConfigError
+from ferlab.errors import ConfigError, DataError
 
 
 def _random_splits(n=64, side=48, classes=L.SEVEN, seed=0):
@@ -142,6 +142,32 @@ def test_resume_continues_exactly(tmp_path):
     assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 3
     for k in a_sd:
         torch.testing.assert_close(a_sd[k], b_sd[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_changed_settings_and_keeps_config_yaml(tmp_path):
+    """A rerun under the same name with other hyperparameters (or another model) is refused before it writes
+    anything; a longer run (epochs, budget, threads) resumes; resume_changed_ok=true overrides the check."""
+    splits = _random_splits(n=48)
+    Trainer(_cfg(tmp_path, epochs=1, lr=0.01), splits, L.SEVEN).fit()
+    cfg_file = tmp_path / "run" / "config.yaml"
+    before = cfg_file.read_text()
+    with pytest.raises(ConfigError, match=r"other settings \(lr: 0.01 -> 0.5; label_smoothing: 0.0 -> 0.1\)"):
+        Trainer(_cfg(tmp_path, epochs=1, lr=0.5, label_smoothing=0.1), splits, L.SEVEN)
+    with pytest.raises(ConfigError, match="checkpoint of 'smallcnn_tiny', but the config trains 'fernet_xs'"):
+        Trainer(_cfg(tmp_path, model="fernet_xs", epochs=1), splits, L.SEVEN)
+    assert cfg_file.read_text() == before  # neither refused rerun touched the run's description
+    longer = Trainer(_cfg(tmp_path, epochs=2, lr=0.01, threads=1, max_minutes=5.0), splits, L.SEVEN)
+    assert longer.epoch == 1 and longer.fit()["epochs_run"] == 2
+    forced = Trainer(_cfg(tmp_path, epochs=3, lr=0.02, resume_changed_ok=True), splits, L.SEVEN)
+    assert forced.epoch == 2 and "lr: 0.02" in cfg_file.read_text()
+
+
+def test_empty_evaluation_split_is_refused_before_training(tmp_path):
+    splits = _random_splits(n=32)
+    splits["test:test"] = splits["test:test"].subset(np.arange(0))
+    with pytest.raises(DataError, match="the test split 'test' of 'fer2013' is empty"):
+        Trainer(_cfg(tmp_path, epochs=1), splits, L.SEVEN)
+    assert not (tmp_path / "run").exists()
 
 
 def test_export_is_the_best_epoch_and_says_so(tmp_path):

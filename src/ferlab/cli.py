@@ -231,9 +231,9 @@ def _cmd_evaluate(args) -> int:
     import glob
 
     from .data import load_dataset
-    from .engine.checkpoint import load_model
     from .engine.evaluate import evaluate_model, write_report
     from .hardware import configure_threads
+    from .inference import PRETRAINED, resolve_model
 
     configure_threads(args.threads)
     paths = []
@@ -248,13 +248,12 @@ def _cmd_evaluate(args) -> int:
     split = real_only(mark_synthetic(ds).split(args.split))  # evaluation scores real faces only
     rows = []
     for p in paths:
-        if str(p).endswith(".onnx"):  # an exported (or INT8) ONNX file: ONNX Runtime, its own metadata
-            from .export import OnnxModel
-
-            model = OnnxModel.from_file(p, args.threads)
-            classes = model.classes
-        else:
-            model, classes, _info = load_model(p)
+        model = resolve_model(p, args.threads)  # shipped names, run folders, .pt, .safetensors, .onnx alike
+        classes = tuple(model.classes)
+        if p in PRETRAINED and not args.out:
+            raise FerlabError(
+                f"{p} is a shipped model: give --out for its report (the package folder is not one)"
+            )
         sp = (
             split
             if split.in_memory

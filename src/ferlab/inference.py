@@ -62,8 +62,14 @@ def load_default(name: str = "default"):
     return load_model(pretrained_path(name))[0]
 
 
-def resolve_model(model):
-    """A model object from a shipped name, a checkpoint path/run folder or a model (returned as is)."""
+def resolve_model(model, threads: int | None = None):
+    """The one model reference: a model object from any of the ways a user names a model.
+
+    A shipped name (``'default'``, ``'fast'``, ``'ferplus'``), a run folder, a ``.pt`` checkpoint, a
+    ``.safetensors`` export or saved ensemble, an exported ``.onnx`` file (run by ONNX Runtime with
+    ``threads``), or a model object (returned as is). A registry architecture name (``'fernet_s'``) has no
+    trained weights: the error says so and how to train it.
+    """
     if not isinstance(model, (str, Path)):
         if not hasattr(model, "data_config") or not hasattr(model, "classes"):
             raise ConfigError(
@@ -72,6 +78,20 @@ def resolve_model(model):
         return model
     if str(model) in PRETRAINED:
         return load_default(str(model))
+    path = Path(model)
+    if not path.exists():
+        from .models import list_models
+
+        if str(model) in list_models():
+            raise ConfigError(
+                f"{model!r} is an architecture of the zoo without trained weights; train it (ferlab train "
+                f"--config configs/{model}/...yaml, or ferlab zoo train) and pass its run folder, or use a "
+                f"shipped model: {', '.join(PRETRAINED)}"
+            )
+    if path.suffix == ".onnx":
+        from .export import OnnxModel
+
+        return OnnxModel.from_file(path, threads)
     from .engine.checkpoint import load_model
 
     return load_model(model)[0]

@@ -98,6 +98,9 @@ class TrainConfig:
     output_dir: str = "runs"
     name: str | None = None
     resume: bool = True
+    resume_changed_ok: bool = (
+        False  # resume even if settings that shape the weights changed (see resume_changes)
+    )
     progress: bool = True
     tensorboard: bool = True
 
@@ -254,6 +257,21 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"in_chans={cfg.in_chans}: valid: 1 (grayscale), 3 (RGB), 4 (RGB + LBP)")
     if cfg.device not in ("cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
         raise ConfigError(f"device {cfg.device!r}; valid: cpu, cuda, cuda:N, mps")
+
+
+#: keys that may change between a run and its resumption: how long, how fast, where and how verbosely it
+#: runs, and what it reports at the end; every other key shapes the weights
+RESUME_FREE = frozenset({
+    "epochs", "max_minutes", "early_stopping", "progress", "tensorboard", "threads", "resume", "resume_changed_ok",
+    "eval_batch_size", "output_dir", "data_dir", "device", "test_splits", "snapshot_epochs", "limit_val_batches",
+    "compile", "compile_backend", "name",
+})  # fmt: skip
+
+
+def resume_changes(old: TrainConfig, new: TrainConfig) -> dict:
+    """``{key: (old, new)}`` for the settings that differ between a run's checkpoint and a new config."""
+    a, b = old.to_dict(), new.to_dict()
+    return {k: (a[k], b[k]) for k in b if k not in RESUME_FREE and a.get(k) != b[k]}
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -142,6 +142,11 @@ class Trainer:
             self.synthetic_w = np.where(syn, cfg.synthetic_weight, 1.0)
         if len(self.train_split) == 0:
             raise DataError("the training split is empty")
+        # every evaluation split is checked now, not after hours of training
+        for key, sp in self.splits.items():
+            if key != "train" and len(sp) == 0:
+                name = "validation" if key == "val" else f"test split {key[5:]!r}"
+                raise DataError(f"the {name} of {cfg.dataset!r} is empty; nothing could be evaluated on it")
         torch.manual_seed(cfg.seed)
         self.model = create_model(
             cfg.model, num_classes=len(self.classes), in_chans=cfg.in_chans, img_size=cfg.img_size,
@@ -227,11 +232,13 @@ class Trainer:
 
             self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
         self.tb = None
-        if self.is_main:
+        if cfg.resume and (self.run_dir / "last.pt").is_file():
+            self.resume(self.run_dir / "last.pt")  # refuses another model or changed settings: checked first
+        if (
+            self.is_main
+        ):  # config.yaml describes the weights in the folder: written only once resuming is settled
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        if cfg.resume and (self.run_dir / "last.pt").is_file():
-            self.resume(self.run_dir / "last.pt")
 
     def _num_batches(self) -> int:
         n = len(self.train_split) // self.world
@@ -516,11 +523,22 @@ class Trainer:
         return atomic_save(self.state(val), path)
 
     def resume(self, path: Path) -> None:
+        """Continue the run in ``path``; refused when the config changed keys that shape the weights."""
+        from .config import config_from_checkpoint, resume_changes
+
         ck = load_checkpoint(path)
         if ck["model_name"] != self.model.model_name:
             raise ConfigError(
                 f"{path}: checkpoint of {ck['model_name']!r}, but the config trains {self.model.model_name!r}"
             )
+        if ck.get("config") and not self.cfg.resume_changed_ok:
+            diff = resume_changes(config_from_checkpoint(ck["config"]), self.cfg)
+            if diff:
+                shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:6])
+                raise ConfigError(
+                    f"{path.parent} was trained with other settings ({shown}); resume with them unchanged, "
+                    "give the run another name, or pass resume_changed_ok=true to continue anyway"
+                )
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         if self.scheduler is not None and ck.get("scheduler"):
