@@ -35,10 +35,10 @@ browser:
 demo: $(VENV)/.installed-demo
 	$(BIN)/python -m ferlab datasets --plot outputs/demo
 	$(BIN)/python -m ferlab balance --dataset fer2013 --splits train
-	$(BIN)/python -m ferlab export-data --dataset fer2013 --out outputs/demo/fer2013.h5
+	$(BIN)/python -m ferlab export-data --dataset fer2013 --out outputs/demo/fer2013.h5 --overwrite
 	$(BIN)/python -c "from skimage import data; from PIL import Image; import os; os.makedirs('outputs/demo/photos', exist_ok=True); Image.fromarray(data.astronaut()).save('outputs/demo/photos/astronaut.jpg')"
-	$(BIN)/python -m ferlab prepare outputs/demo/photos outputs/demo/faces --size 48
-	$(BIN)/python -m ferlab predict src/ferlab/assets/astronaut.jpg --model default --annotate outputs/demo
+	$(BIN)/python -m ferlab prepare outputs/demo/photos outputs/demo/faces --size 48 --overwrite
+	rm -f outputs/demo/astronaut*.jpg && $(BIN)/python -m ferlab predict src/ferlab/assets/astronaut.jpg --model default --annotate outputs/demo
 	@echo "demo outputs in outputs/demo/ (class-count charts, fer2013.h5 cache, faces/ crops, annotated astronaut.jpg)"
 
 test: $(VENV)/.installed browser

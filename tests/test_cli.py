@@ -112,3 +112,26 @@ def test_console_entry_point_runs():
 
 def test_parser_builds():
     assert build_parser().prog == "ferlab"
+
+
+def test_train_ends_with_the_run_folder_and_a_table(tmp_path, fer2013, capsys):
+    import numpy as np
+
+    from ferlab.cli import format_train_summary
+    from ferlab.data.base import FERDataset
+    from ferlab.data.cache import save_dataset
+
+    small = FERDataset("fer2013", fer2013.classes, {"train": fer2013["train"].subset(np.arange(64)),
+                       "val": fer2013["val"].subset(np.arange(32)), "test": fer2013["test"].subset(np.arange(32))})  # fmt: skip
+    cache = save_dataset(small, tmp_path / "s.npz")
+    rc = main(["train", "--threads", "1", "model=smallcnn_tiny", f"dataset=cache:{cache}", "epochs=1", "batch_size=16",
+               "test_splits=[test]", f"output_dir={tmp_path}", "name=r", "tensorboard=false", "scheduler=none"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"run folder: {tmp_path / 'r'}" in out and "stopped by its last epoch" in out
+    assert "| test split |" in out and "|       test |" in out and "1 thread(s)" in out
+    text = format_train_summary({"epochs_run": 3, "train_time_s": 120.0, "budget_reached": True, "precision": "fp32",
+                                 "threads": 2, "best_val_acc": 0.5, "test_acc": 0.4, "test_macro_f1": 0.3})  # fmt: skip
+    assert "stopped by its time budget" in text and "| test | 40.00 % | 0.3000 |" in " ".join(
+        text.replace("|", " | ").split()
+    ).replace("| |", "|")

@@ -218,7 +218,9 @@ def test_annotate_scales_with_the_image_and_lists_every_class(recognizer, astron
     assert not np.array_equal(out, astronaut) and np.array_equal(astronaut, skdata.astronaut())
     crop = np.zeros((48, 48), np.uint8)
     enlarged = annotate(crop, [FacePrediction((0, 0, 48, 48), "sad", dict.fromkeys(CLASSES, 1 / 7))])
-    assert enlarged.shape == (480, 480, 3) and enlarged.std() > 0
+    # the face fills the enlarged crop, so its legend goes into a column beside it instead of over the face
+    assert enlarged.shape[0] == 480 and enlarged.shape[1] > 480 and enlarged.std() > 0
+    assert np.array_equal(enlarged[:, :480][40:440, 40:440], np.zeros((400, 400, 3), np.uint8))
     assert annotate(crop, [], min_side=0).shape == (48, 48, 3)
 
 
@@ -335,3 +337,46 @@ def test_help_mentions_predict(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "predict" in capsys.readouterr().out
+
+
+def test_same_face_same_probabilities_alone_and_in_a_batch():
+    """A face scores the same alone and batched with faces of other photos (fp32, within 1e-4)."""
+    from ferlab import Recognizer
+    from ferlab.inference import WEIGHTS_DIR
+    from ferlab.io import read_image
+    from ferlab.predict import classify_images
+
+    astro = read_image(WEIGHTS_DIR.parent / "assets" / "astronaut.jpg")
+    big = np.ascontiguousarray(np.pad(astro, ((100, 100), (300, 300), (0, 0)), mode="edge"))
+    small = np.ascontiguousarray(astro[::2, ::2])
+    r = Recognizer("default", precision="fp32", threads=1)
+    alone = [r.predict(im) for im in (astro, big, small)]
+    together = classify_images(r, [astro, big, small])
+    for a, b in zip(alone, together):
+        assert len(a) == len(b) >= 1
+        for fa, fb in zip(a, b):
+            assert fa.box == fb.box
+            assert max(abs(fa.probs[c] - fb.probs[c]) for c in fa.probs) < 1e-4
+
+
+def test_annotation_with_several_faces_keeps_every_face_visible():
+    """Legends of several faces go beside (or under) the picture: no legend covers a face or another legend."""
+    from ferlab.inference import FacePrediction
+    from ferlab.labels import CANONICAL
+    from ferlab.predict import annotate
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    boxes = [(50, 50, 150, 150), (200, 60, 300, 160), (350, 40, 450, 140), (100, 350, 220, 470)]
+    probs = dict(zip(CANONICAL[:7], [0.1, 0.6, 0.1, 0.05, 0.05, 0.05, 0.05]))
+    faces = [FacePrediction(b, "happy", probs, 0.9) for b in boxes]
+    out = annotate(img, faces, min_side=0)
+    assert out.shape[0] == 600 and out.shape[1] > 800  # a legend column was added
+    m = 8  # box outline and tag
+    for x1, y1, x2, y2 in boxes:
+        assert np.array_equal(out[y1 + m : y2 - m, x1 + m : x2 - m], img[y1 + m : y2 - m, x1 + m : x2 - m])
+    wide = rng.integers(0, 255, (200, 1200, 3), dtype=np.uint8)  # too low for a column: legends go under it
+    out2 = annotate(wide, [FacePrediction((100, 20, 200, 120), "happy", probs, 0.9)] * 2, min_side=0)
+    assert out2.shape[1] == 1200 and out2.shape[0] > 200
+    one = annotate(img, faces[:1], min_side=0)  # one face with room beside it: drawn in the picture
+    assert one.shape == img.shape

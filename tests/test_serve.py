@@ -120,3 +120,53 @@ def test_cli_serve_has_help_and_bad_model_is_one_line(capsys, tmp_path):
     assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing.safetensors" in err
+
+
+def test_pixel_bomb_is_413_from_its_header_in_under_a_second(client, tmp_path):
+    """A 4.5 KB PNG claiming 6000x6000 (36 Mpx) is refused before decoding; the service stays responsive."""
+    import time
+
+    buf = io.BytesIO()
+    Image.new("L", (6000, 6000), 0).save(buf, "PNG", optimize=True)
+    data = buf.getvalue()
+    assert len(data) < 100_000
+    t = time.perf_counter()
+    r = client.post("/predict", files={"file": ("bomb.png", data, "image/png")})
+    assert r.status_code == 413 and "6000x6000 = 36.0 Mpx is over the 16 Mpx limit" in r.json()["detail"]
+    assert time.perf_counter() - t < 1.0
+    assert client.get("/health").status_code == 200
+
+
+def test_docs_are_off_unless_asked(tiny_weights):
+    plain = TestClient(create_app(str(tiny_weights), precision="fp32"))
+    assert plain.get("/docs").status_code == 404 and plain.get("/openapi.json").status_code == 404
+    with_docs = TestClient(create_app(str(tiny_weights), precision="fp32", docs=True))
+    assert with_docs.get("/openapi.json").status_code == 200
+
+
+def test_a_stalled_body_gets_408(tiny_weights, monkeypatch):
+    """A client that stops sending gets 408 after the read timeout instead of holding the request open."""
+    import asyncio
+
+    from ferlab import serve
+
+    monkeypatch.setattr(serve, "READ_TIMEOUT", 0.2)
+    app = create_app(str(tiny_weights), precision="fp32")
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b"\xff\xd8\xff", "more_body": True}
+        await asyncio.sleep(5)  # the client stalls
+        return {"type": "http.disconnect"}
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "raw_path": b"/predict", "root_path": "",
+             "scheme": "http", "query_string": b"", "headers": [(b"content-type", b"image/jpeg")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "http_version": "1.1"}  # fmt: skip
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=3))
+    start = next(m for m in sent if isinstance(m, dict) and m.get("type") == "http.response.start")
+    assert start["status"] == 408

@@ -344,3 +344,62 @@ def format_detect_rows(rows: list[dict], size: str = "") -> str:
             f"{r['recall_64_128']:.3f} | {r['recall_ge128']:.3f} | {r['false_per_photo']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def closeup_photos(
+    faces: np.ndarray, n: int = 200, sides: tuple[int, int] = (200, 400), fill: tuple[float, float] = (0.7, 1.1),
+    seed: int = 0,
+) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:  # fmt: skip
+    """Close-ups with a known face box: FER2013 crops (tight faces) upscaled so the face fills ``fill`` of a
+    ``sides``-pixel frame (above 1: cut by the frame's edges), at a random offset, on the crop's own edge
+    colours (replicated border). Returns ``(rgb photo, true box clipped to the frame)`` pairs."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        crop = faces[rng.integers(len(faces))]
+        side = int(rng.integers(sides[0], sides[1] + 1))
+        face = max(8, round(side * rng.uniform(*fill)))
+        big = cv2.resize(crop, (face, face), interpolation=cv2.INTER_CUBIC)
+        room = side - face
+        x0 = int(rng.integers(min(0, room), max(0, room) + 1))
+        y0 = int(rng.integers(min(0, room), max(0, room) + 1))
+        # place the face at (x0, y0) in a side x side frame, filling the rest by replicating the face's edges
+        pad = [max(0, y0), max(0, side - y0 - face), max(0, x0), max(0, side - x0 - face)]
+        canvas = cv2.copyMakeBorder(big, *pad, cv2.BORDER_REPLICATE)
+        cy, cx = max(0, -y0), max(0, -x0)
+        photo = canvas[cy : cy + side, cx : cx + side]
+        photo = np.ascontiguousarray(np.repeat(photo[..., None], 3, 2)) if photo.ndim == 2 else photo
+        box = (max(x0, 0), max(y0, 0), min(x0 + face, side), min(y0 + face, side))
+        out.append((photo, box))
+    return out
+
+
+def bench_closeups(detectors: dict, photos, iou: float = 0.3) -> list[dict]:
+    """Recall (a found box overlapping the true one at ``iou``) and ms per photo of each detector on close-ups."""
+    from .faces.geometry import box_iou
+
+    rows = []
+    for label, det in detectors.items():
+        t = time.perf_counter()
+        found = [det.detect(p) for p, _ in photos]
+        ms = 1000 * (time.perf_counter() - t) / len(photos)
+        hits = [any(box_iou(f.box, truth) >= iou for f in fs) for fs, (_, truth) in zip(found, photos)]
+        cut = [t[0] == 0 or t[1] == 0 or t[2] == p.shape[1] or t[3] == p.shape[0] for p, t in photos]
+        rows.append({
+            "detector": label, "recall": float(np.mean(hits)), "ms": ms, "photos": len(photos),
+            "recall_cut": float(np.mean([h for h, c in zip(hits, cut) if c])) if any(cut) else float("nan"),
+            "recall_whole": float(np.mean([h for h, c in zip(hits, cut) if not c])) if not all(cut) else float("nan"),
+            "none_found": int(sum(not fs for fs in found)),
+        })  # fmt: skip
+    return rows
+
+
+def format_closeup_rows(rows: list[dict]) -> str:
+    lines = ["| detector | recall | face inside the frame | face cut by the frame | photos with no face found | ms/photo |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['detector']} | {r['recall']:.3f} | {r['recall_whole']:.3f} | {r['recall_cut']:.3f} | "
+                     f"{r['none_found']} of {r['photos']} | {r['ms']:.1f} |")  # fmt: skip
+    return "\n".join(lines)

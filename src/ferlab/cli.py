@@ -36,6 +36,9 @@ def _cmd_datasets(args) -> int:
         extra = f", mode={ds.info['mode']}, dropped {ds.info['dropped']}" if "mode" in ds.info else ""
         print(f"\n## {n}  ({found.get(n.rstrip('7'), '')}{extra})\n")
         print(format_table(*count_table(ds)))
+        skipped = ds.info.get("skipped")
+        if skipped is not None and skipped.total:
+            skipped.announce(n, file=sys.stdout)
         if args.plot:
             print(f"chart: {plot_class_counts(ds, Path(args.plot) / f'{n}_class_counts.png')}")
     return 0
@@ -77,14 +80,38 @@ def _cmd_export_data(args) -> int:
     from .data import load_dataset
     from .data.cache import load_cached, save_dataset
 
+    out = Path(args.out)
+    for src in _dataset_sources(args.dataset, args.data_dir):
+        if out.resolve() == src.resolve() or (src.is_dir() and src.resolve() in out.resolve().parents):
+            raise FerlabError(f"{out} is inside the data it is made from ({src}); write the cache elsewhere")
+    if out.exists() and not args.overwrite:
+        raise FerlabError(f"{out} exists; pass --overwrite to replace it")
     ds = load_dataset(args.dataset, args.data_dir)
-    path = save_dataset(ds, args.out, splits=args.splits, size=args.size)
+    path = save_dataset(ds, out, splits=args.splits, size=args.size)
+    skipped = ds.info.get("skipped")
+    if skipped is not None:
+        skipped.announce(f"{args.dataset}", Path(f"{path}.skipped.txt"))
     t = time.perf_counter()
     back = load_cached(path)
     dt = time.perf_counter() - t
     sizes = ", ".join(f"{n} {len(s)}" for n, s in back.splits.items())
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB: {sizes}); reloads in {dt:.2f} s")
     return 0
+
+
+def _dataset_sources(name: str, data_dir) -> list[Path]:
+    """Files and folders a dataset reference reads (an export must never write onto them)."""
+    from .data.base import resolve_root
+
+    if ":" in name:
+        return [Path(name.split(":", 1)[1])]
+    try:
+        root = resolve_root(data_dir)
+    except FerlabError:
+        return []
+    base = name.rstrip("7")
+    folders = {base, "fer2013"} if base == "ferplus" else {base}
+    return [root / f for f in sorted(folders)]
 
 
 def _cmd_export(args) -> int:
@@ -97,9 +124,9 @@ def _cmd_export(args) -> int:
         export_onnx,
         parity_faces,
         quantize_int8,
-        write_atomic,
     )  # fmt: skip
     from .inference import PRETRAINED, pretrained_path, resolve_model
+    from .io import write_atomic
 
     ref = args.checkpoint or args.model
     model = resolve_model(ref)
@@ -154,6 +181,8 @@ def _cmd_serve(args) -> int:
         detector=args.detector,
         backend=args.backend,
         threads=args.threads,
+        max_pixels=args.max_pixels,
+        docs=args.docs,
     )
     return 0
 
@@ -171,8 +200,10 @@ def _cmd_prepare(args) -> int:
         align=not args.no_align,
         format=args.format,
         keep=args.keep,
+        overwrite=args.overwrite,
     )
     print(report.summary())
+    report.skips.announce("prepare", Path(f"{str(report.output).rstrip('/')}.skipped.txt"))
     return 0
 
 
@@ -193,8 +224,34 @@ def _cmd_train(args) -> int:
 
     overrides = list(args.overrides or []) + ([f"threads={args.threads}"] if args.threads else [])
     summary = train(args.config, overrides)
-    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
+    print(format_train_summary(summary))
     return 0
+
+
+def format_train_summary(s: dict) -> str:
+    """The end of ``ferlab train``: where the run is, what stopped it, and a table of its test splits."""
+    from .data.balance import format_table
+
+    best = next((k for k in s if k.startswith("best_")), None)
+    why = ("its time budget" if s.get("budget_reached") else "early stopping" if s.get("stopped_early")
+           else "its last epoch")  # fmt: skip
+    lines = []
+    if s.get("run_dir"):
+        lines.append(f"run folder: {s['run_dir']} (model.safetensors, metrics.csv, curves.png, eval/)")
+    lines.append(
+        f"{s.get('epochs_run')} epochs in {s.get('train_time_s', 0) / 60:.1f} min, stopped by {why} "
+        f"(precision {s.get('precision')}, {s.get('threads')} thread(s))"
+        + (f"; best {best[5:]} {s[best]:.4f}" if best and isinstance(s.get(best), float) else "")
+    )
+    splits = sorted(
+        {k[: -len("_acc")] for k in s if k.endswith("_acc") and not k.startswith(("best_", "train_"))}
+    )
+    if splits:
+        rows = [
+            [n, f"{100 * s[f'{n}_acc']:.2f} %", f"{s.get(f'{n}_macro_f1', float('nan')):.4f}"] for n in splits
+        ]
+        lines += ["", format_table(["test split", "accuracy", "macro-F1"], rows)]
+    return "\n".join(lines)
 
 
 ZOO_QUEUE = "queues/zoo_fer2013_cpu.yaml"
@@ -254,10 +311,17 @@ def _cmd_evaluate(args) -> int:
             raise FerlabError(
                 f"{p} is a shipped model: give --out for its report (the package folder is not one)"
             )
+        from .io import SkipReport
+
+        skipped = SkipReport().merge(ds.info.get("skipped"))
         sp = (
             split
             if split.in_memory
-            else split.load(size=model.data_config.input_size[1], grayscale=model.data_config.color == "gray")
+            else split.load(
+                size=model.data_config.input_size[1],
+                grayscale=model.data_config.color == "gray",
+                report=skipped,
+            )
         )
         m = evaluate_model(
             model,
@@ -272,6 +336,7 @@ def _cmd_evaluate(args) -> int:
         dname = Path(args.dataset.split(":", 1)[1]).name if ":" in args.dataset else args.dataset
         stem = f"{dname}_{args.split}" + ("" if args.tta == "none" else f"_{args.tta}")
         files = write_report(m, out, stem, f"{p} on {args.dataset}/{args.split} (TTA {args.tta})")
+        skipped.announce(f"{args.dataset}/{args.split}", out / f"{stem}_skipped.txt")
         rows.append((p, m))
         print(
             f"{p}: accuracy {100 * m['accuracy']:.2f}%, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} -> {files['md']}"
@@ -361,15 +426,42 @@ def _cmd_bench_compare(args) -> int:
             f"rounds, medians):\n\n{format_compare(rows)}")  # fmt: skip
     print("\n" + text)
     if args.out:
-        from .export import write_atomic
+        from .io import write_atomic
 
         write_atomic((text + "\n").encode(), args.out)
+    return 0
+
+
+def _cmd_bench_closeups(args) -> int:
+    from .bench import bench_closeups, closeup_photos, format_closeup_rows
+    from .data import load_dataset
+    from .faces.detect import create_detector
+    from .hardware import configure_threads
+
+    configure_threads(args.threads[0])
+    faces = load_dataset("fer2013", args.data_dir)["test"].images
+    photos = closeup_photos(faces, n=args.photos, seed=args.seed)
+    dets = {}
+    for spec in args.detector or ["haar", "haar-fast", "blazeface"]:
+        dets[f"{spec} (no second look)"] = create_detector(spec, pad_retry=0)
+        dets[f"{spec}"] = create_detector(spec)
+    rows = bench_closeups(dets, photos)
+    text = (f"{len(photos)} close-ups (FER2013 PrivateTest crops at 200-400 px filling 70-110 % of the frame, seed "
+            f"{args.seed}), {args.threads[0]} thread(s):\n\n{format_closeup_rows(rows)}")  # fmt: skip
+    print(text)
+    if args.out:
+        from .io import write_atomic
+
+        write_atomic(text + "\n", args.out)
     return 0
 
 
 def _cmd_bench(args) -> int:
     from .bench import bench_train, format_rows
     from .models import list_models
+
+    if args.what == "closeups":
+        return _cmd_bench_closeups(args)
 
     if args.what == "compare":
         return _cmd_bench_compare(args)
@@ -461,6 +553,9 @@ def _cmd_predict(args) -> int:
         keep_images=args.annotate is not None,
     )
     summary = PredictSummary()
+    for target in (args.output, args.csv):
+        if target not in (None, "-") and Path(target).exists() and not args.overwrite:
+            raise FerlabError(f"{target} exists; pass --overwrite to replace it")
     with ExitStack() as stack:
         out = args.output if args.output not in (None, "-") else sys.stdout
         writers = [stack.enter_context(JsonlWriter(out))]
@@ -487,6 +582,9 @@ def _cmd_predict(args) -> int:
         except KeyboardInterrupt:  # stopping a camera or a long video keeps what was written
             print("interrupted", file=sys.stderr)
     print(f"ferlab predict: {summary}", file=sys.stderr)
+    if summary.no_face and not args.no_detect:
+        print(f"ferlab predict: hint: {summary.no_face} image(s) without a face found; if they are already face "
+              "crops, pass --no-detect", file=sys.stderr)  # fmt: skip
     if args.annotate is not None:
         print(f"ferlab predict: annotated output in {args.annotate}", file=sys.stderr)
     if summary.read == 0:
@@ -659,6 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output file (.h5, .hdf5 or .npz)")
     s.add_argument("--splits", nargs="*", help="splits to write (default all)")
     s.add_argument("--size", type=int, help="resize path-based images to SIZE x SIZE grayscale")
+    s.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it exists (never a source file)"
+    )
     s.add_argument("--data-dir", help=DATA_HELP)
     s.set_defaults(func=_cmd_export_data)
 
@@ -707,6 +808,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--backend", choices=list(BACKENDS), default="torch", help="inference backend")
     s.add_argument("--threads", type=int, help=THREADS_HELP)
+    s.add_argument(
+        "--max-pixels", type=int, default=16_000_000, help="largest image in pixels (413 above; 16 Mpx)"
+    )
+    s.add_argument("--docs", action="store_true", help="also serve FastAPI's /docs and /openapi.json")
     s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser(
@@ -725,6 +830,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rgb", action="store_true", help="keep colour (default grayscale)")
     s.add_argument("--no-align", action="store_true", help="do not rotate faces to level the eyes")
     s.add_argument("--format", choices=["folder", "hdf5"], default="folder")
+    s.add_argument(
+        "--overwrite", action="store_true", help="replace an existing .h5 / add to a non-empty folder"
+    )
     s.add_argument(
         "--keep", choices=["largest", "all", "single"], default="largest", help="faces to keep per photo"
     )
@@ -820,7 +928,9 @@ def build_parser() -> argparse.ArgumentParser:
         "shipped models; detect: ms/photo, recall and false faces of face detectors on synthetic photos with "
         "known faces (FER2013 PrivateTest crops pasted on scikit-image scenes).",
     )
-    s.add_argument("what", choices=["train", "predict", "detect", "compare"], help="what to benchmark")
+    s.add_argument(
+        "what", choices=["train", "predict", "detect", "compare", "closeups"], help="what to benchmark"
+    )
     s.add_argument(
         "--model",
         nargs="+",
@@ -881,6 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-detect", action="store_true", help="inputs are face crops: classify each as a whole")
     s.add_argument("--output", metavar="FILE.jsonl", help="write the JSON lines here instead of stdout")
     s.add_argument("--csv", metavar="FILE", help="also write one CSV row per face")
+    s.add_argument("--overwrite", action="store_true", help="replace --output/--csv files that exist")
     s.add_argument("--annotate", metavar="DIR", help="write images/videos with boxes, labels and bar charts")
     s.add_argument("--every", type=int, default=1, metavar="N", help="video: process every N-th frame")
     s.add_argument(
@@ -1016,6 +1127,9 @@ def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while they wait steal the core the detector (ONNX Runtime) or a second process
     # needs; read by the OpenMP runtime when torch loads, so set before any command imports torch
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print escaped, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError, FerlabError
+from .io import write_atomic
 
 FORMAT = "ferlab-onnx"
 INPUT, OUTPUT = "input", "logits"
@@ -193,19 +193,6 @@ def _metadata_of(model_bytes: bytes) -> dict:
     return {p.key: p.value for p in onnx.load_from_string(model_bytes).metadata_props}
 
 
-def write_atomic(data: bytes, path: str | Path) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def export_onnx(model, path: str | Path, opset: int = 17, dynamic_batch: bool = True) -> Path:
     """Write ``model`` (with ``.classes`` and ``.data_config``) as an ONNX file, atomically.
 
@@ -223,15 +210,7 @@ def export_onnx(model, path: str | Path, opset: int = 17, dynamic_batch: bool = 
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give the .onnx file to write")
-    data = _model_bytes(resolve_model(model), opset, dynamic_batch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(_model_bytes(resolve_model(model), opset, dynamic_batch), path)
 
 
 def read_metadata(path: str | Path) -> dict:

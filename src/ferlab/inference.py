@@ -315,7 +315,7 @@ def _check_device(device: str) -> str:
 
 
 def _stack_crops(crops, data_config) -> np.ndarray:
-    """Crops as one uint8 array ``[N,H,W(,3)]``; crops of different sizes are resized to the model's input."""
+    """Crops as one uint8 array ``[N,H,W(,3)]``; a list of crops is resized to the model's input, crop by crop."""
     from .faces.geometry import resize
 
     if isinstance(crops, np.ndarray):
@@ -339,7 +339,7 @@ def _stack_crops(crops, data_config) -> np.ndarray:
     color = any(c.ndim == 3 for c in crops)
     if color:
         crops = [np.repeat(c[..., None], 3, -1) if c.ndim == 2 else c for c in crops]
-    if len({c.shape for c in crops}) > 1:
-        size = tuple(data_config.input_size[-2:])
-        crops = [resize(c, size) for c in crops]
-    return np.stack(crops)
+    # every crop takes the same path whatever else is in the batch (alone or with crops of other sizes):
+    # resized here to the model's input, so a face gets the same probabilities alone and in a batch
+    size = tuple(data_config.input_size[-2:])
+    return np.stack([resize(c, size) for c in crops])

@@ -45,35 +45,113 @@ def to_mode(img: Image.Image, grayscale: bool) -> Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
-def read_image(path: str | Path, grayscale: bool = False) -> np.ndarray:
-    """Read an image file as uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` RGB, EXIF-rotated upright.
+#: Largest image decoded, in pixels (width x height); ``FERLAB_MAX_PIXELS`` overrides it. 64 Mpx as RGB is
+#: 192 MB; larger JPEGs are decoded at 1/2, 1/4 or 1/8 scale by the JPEG decoder itself (never at full size),
+#: anything else over it is refused from its header, before decoding.
+MAX_PIXELS = 64_000_000
 
-    Raises:
-        ImageReadError: one line naming the file and what is wrong (missing, not an image, truncated, empty).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: empty file")
+
+def max_pixels() -> int:
+    """The pixel limit in force (``FERLAB_MAX_PIXELS`` or :data:`MAX_PIXELS`)."""
+    import os
+
+    val = os.environ.get("FERLAB_MAX_PIXELS", "").strip()
+    return int(val) if val.isdigit() and int(val) > 0 else MAX_PIXELS
+
+
+def display_name(path) -> str:
+    """A path as printable text, whatever bytes its name holds (undecodable bytes as ``\\xNN``)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _open_bounded(src, name: str, limit: int):
+    """``Image.open`` plus the pixel check from the header; JPEGs over the limit get a reduced draft."""
+    try:
+        im = Image.open(src)
+    except Image.DecompressionBombError:
+        raise ImageReadError(
+            f"{name}: image over {limit / 1e6:.0f} Mpx (raise FERLAB_MAX_PIXELS to read it)"
+        ) from None
+    w, h = im.size
+    if w * h > limit:
+        scale = next((k for k in (2, 4, 8) if (w // k) * (h // k) <= limit), None)
+        if im.format == "JPEG" and scale is not None:
+            im.draft(im.mode, (w // scale, h // scale))  # the decoder itself skips to 1/scale: memory-bounded
+        else:
+            im.close()
+            raise ImageReadError(
+                f"{name}: {w}x{h} = {w * h / 1e6:.0f} Mpx is over the {limit / 1e6:.0f} Mpx limit "
+                "(raise FERLAB_MAX_PIXELS to read it)"
+            )
+    return im
+
+
+def decode_image(src, name: str, grayscale: bool = False, limit: int | None = None) -> np.ndarray:
+    """Decode a file path or a file-like object of image bytes (as :func:`read_image` does)."""
+    limit = limit or max_pixels()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with _open_bounded(src, name, limit) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 im = to_mode(im, grayscale)
                 arr = np.asarray(im, dtype=np.uint8).copy()
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image file (format not recognised)") from None
+        raise ImageReadError(f"{name}: not an image file (format not recognised)") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(
+            f"{name}: image over the pixel limit (raise FERLAB_MAX_PIXELS to read it)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageReadError(f"{path}: corrupt or truncated image ({msg})") from None
+        raise ImageReadError(f"{name}: corrupt or truncated image ({msg})") from None
+    except MemoryError:
+        raise ImageReadError(f"{name}: not enough memory to decode it") from None
     if arr.size == 0:
-        raise ImageReadError(f"{path}: image has zero size")
+        raise ImageReadError(f"{name}: image has zero size")
     return arr
+
+
+def read_image(path: str | Path, grayscale: bool = False, limit: int | None = None) -> np.ndarray:
+    """Read an image file as uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` RGB, EXIF-rotated upright.
+
+    Images over ``limit`` pixels (default :func:`max_pixels`, 64 Mpx) are refused from their header, except
+    JPEGs, which are decoded at the largest of 1/2, 1/4, 1/8 scale that fits (the array then has that size).
+
+    Raises:
+        ImageReadError: one line naming the file and what is wrong (missing, not an image, truncated, empty,
+            too large).
+    """
+    path = Path(path)
+    name = display_name(path)
+    if not path.exists():
+        raise ImageReadError(f"{name}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{name}: is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{name}: empty file")
+    return decode_image(path, name, grayscale, limit)
+
+
+def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int = 90) -> Path:
+    """Write an RGB (or grayscale) uint8 image, atomically, to any path name (OpenCV encodes in memory,
+    Python writes the bytes, so names that are not valid UTF-8 work too). PNG unless the suffix is JPEG."""
+    import cv2
+
+    from .errors import FerlabError
+
+    path = Path(path)
+    ext = ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
+    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, img, params)
+    if not ok:
+        raise FerlabError(f"{display_name(path)}: could not encode the image")
+    try:
+        return write_atomic(buf.tobytes(), path)
+    except OSError as e:
+        raise FerlabError(f"{display_name(path)}: could not write ({e.strerror or e})") from None
 
 
 def as_array(image, grayscale: bool | None = None) -> np.ndarray:
@@ -109,16 +187,27 @@ def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
 
 @dataclass
 class SkipReport:
-    """Counts of skipped items by reason, with the first few messages for the log."""
+    """Skipped items: a count per reason and every message (file or row named), for summaries and lists."""
 
     counts: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
     max_examples: int = 20
 
     def add(self, reason: str, message: str) -> None:
         self.counts[reason] += 1
-        if len(self.examples) < self.max_examples:
-            self.examples.append(message)
+        self.messages.append(message)
+
+    def merge(self, other: SkipReport | None) -> SkipReport:
+        """Add another report's items to this one (returns self)."""
+        if other is not None and other is not self:
+            self.counts.update(other.counts)
+            self.messages.extend(other.messages)
+        return self
+
+    @property
+    def examples(self) -> list[str]:
+        """The first ``max_examples`` messages."""
+        return self.messages[: self.max_examples]
 
     @property
     def total(self) -> int:
@@ -129,3 +218,42 @@ class SkipReport:
             return "skipped 0 items"
         parts = ", ".join(f"{n} {r}" for r, n in self.counts.most_common())
         return f"skipped {self.total} items ({parts})"
+
+    def announce(
+        self, label: str, full_list: str | Path | None = None, first: int = 5, file=None
+    ) -> Path | None:
+        """Print the summary and the first ``first`` messages; write every message to ``full_list`` (if given).
+
+        Nothing is printed or written when nothing was skipped. Returns the list file written, if any.
+        """
+        import sys
+
+        if not self.total:
+            return None
+        file = file or sys.stderr
+        print(f"{label}: {self.summary()}", file=file)
+        for m in self.messages[:first]:
+            print(f"  {m}", file=file)
+        written = None
+        if full_list is not None:
+            written = write_atomic("\n".join(self.messages) + "\n", full_list)
+            print(f"  all {self.total}: {display_name(written)}", file=file)
+        elif self.total > first:
+            print(f"  ... and {self.total - first} more", file=file)
+        return written
+
+
+def write_atomic(data: bytes | str, path: str | Path) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through a temporary file beside it and
+    ``os.replace``: a kill never leaves a torn file. Parent folders are created."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

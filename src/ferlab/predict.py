@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -394,13 +395,34 @@ def open_video(source) -> tuple[cv2.VideoCapture, str]:
         if not cap.isOpened():
             raise ImageReadError(f"{name}: camera could not be opened (is it connected and free?)")
         return cap, name
+    from .io import display_name
+
     path = Path(source)
+    name = display_name(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    cap = cv2.VideoCapture(str(path))
+        raise ImageReadError(f"{name}: no such file")
+    cap = cv2.VideoCapture(_opencv_safe_path(path))
     if not cap.isOpened():
-        raise ImageReadError(f"{path}: not a readable video (OpenCV could not open it)")
+        raise ImageReadError(f"{name}: not a readable video (OpenCV could not open it)")
     return cap, str(path)
+
+
+def _opencv_safe_path(path: Path) -> str:
+    """``path`` as OpenCV can take it: names that are not valid UTF-8 (which crash OpenCV's C++ string
+    conversion) are reached through a symbolic link with a plain name in a temporary folder."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        import atexit
+        import shutil
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="ferlab-video-")
+        atexit.register(shutil.rmtree, d, True)
+        link = Path(d) / f"video{path.suffix.encode('ascii', 'ignore').decode() or '.bin'}"
+        link.symlink_to(path.resolve())
+        return str(link)
 
 
 def predict_video(
@@ -535,10 +557,13 @@ def annotate(
 ) -> np.ndarray:
     """A copy of ``image`` with, per face, its box, its label and a bar chart of every class probability.
 
-    The chart is a legend box beside the face (right of it when there is room, else left, else over the
-    image) listing the classes with a horizontal bar and the percentage each; the predicted class is
-    highlighted. Line widths and text scale with the image, and images whose longer side is below
-    ``min_side`` pixels are enlarged first so small crops stay readable (boxes are scaled along).
+    The chart is a legend box listing the classes with a horizontal bar and the percentage each; the
+    predicted class is highlighted. With one face it stands beside the face (right of it when there is room,
+    else left) as long as it stays clear of the face; otherwise, and always with several faces, the legends
+    go into a column added to the right of the picture, each numbered like its face's tag (``1 happy 91%``),
+    so no legend ever covers a face or another legend. Line widths and text scale with the image, and images
+    whose longer side is below ``min_side`` pixels are enlarged first so small crops stay readable (boxes are
+    scaled along).
 
     Args:
         image: uint8 RGB ``[H, W, 3]`` or grayscale ``[H, W]`` array (or a path / PIL image).
@@ -564,9 +589,38 @@ def annotate(
     line = max(2, round(2 * s))
     pad = max(3, round(5 * s))
     text_h = cv2.getTextSize("Ag", font, fs, th)[0][1]
+    base0 = cv2.getTextSize("Ag", font, fs, th)[1]
+    gap = max(4, round(6 * s))
+    boxes = [tuple(round(v * factor) for v in f.box) for f in faces]
+    side_column = False
+    if faces:  # legend size (the same for every face of one model)
+        classes0 = list(faces[0].probs)
+        name_w0 = max(cv2.getTextSize(c, font, fs, th)[0][0] for c in classes0)
+        pw0 = name_w0 + round(110 * s) + cv2.getTextSize("100%", font, fs, th)[0][0] + 4 * pad
+        ph0 = (text_h + base0 + pad) * len(classes0) + pad + text_h + base0 + pad
+        if len(faces) > 1:
+            side_column = True
+        else:
+            px, py = _place_panel(boxes[0], pw0, ph0, w, h, gap, [])
+            x1, y1, x2, y2 = boxes[0]
+            side_column = px < x2 and x1 < px + pw0 and py < y2 and y1 < py + ph0  # it would cover the face
+        if side_column:
+            below = (
+                ph0 + 2 * gap > h
+            )  # a wide, low picture: legends in rows under it; else in columns beside it
+            if below:
+                per_row = max(1, (w - gap) // (pw0 + gap))
+                nrow = -(-len(faces) // per_row)
+                canvas = np.full((h + nrow * (ph0 + gap) + gap, max(w, pw0 + 2 * gap), 3), 30, np.uint8)
+            else:
+                per_col = max(1, (h - gap) // (ph0 + gap))
+                ncol = -(-len(faces) // per_col)
+                canvas = np.full((h, w + ncol * (pw0 + gap) + gap, 3), 30, np.uint8)
+            canvas[:h, :w] = img
+            img = canvas
     placed: list[tuple[int, int, int, int]] = []  # legend boxes drawn so far
     for k, f in enumerate(faces):
-        x1, y1, x2, y2 = (round(v * factor) for v in f.box)
+        x1, y1, x2, y2 = boxes[k]
         classes = list(f.probs)
         color = class_color(f.label, classes)
         cv2.rectangle(img, (x1, y1), (x2, y2), color, line, cv2.LINE_AA)
@@ -574,6 +628,8 @@ def annotate(
         tag = f"{f.label} {100 * f.confidence:.0f}%"
         if tracks is not None:
             tag = f"#{tracks[k]} {tag}"
+        if side_column:
+            tag = f"{k + 1} {tag}"
         (tw, _), base = cv2.getTextSize(tag, font, fs, th)
         tag_h = text_h + base + 2 * pad
         ty = y1 - tag_h if y1 - tag_h >= 0 else y1
@@ -587,14 +643,29 @@ def annotate(
         row = text_h + base + pad
         pw = name_w + bar_w + pct_w + 4 * pad
         ph = row * len(classes) + pad
-        px, py = _place_panel((x1, y1, x2, y2), pw, ph, w, h, max(4, round(6 * s)), placed)
+        head = 0
+        if side_column:
+            head = row
+            ph += head
+            if below:
+                per_row = max(1, (w - gap) // (pw + gap))
+                px = gap + (k % per_row) * (pw + gap)
+                py = h + gap + (k // per_row) * (ph + gap)
+            else:
+                per_col = max(1, (h - gap) // (ph + gap))
+                px = w + gap + (k // per_col) * (pw + gap)
+                py = gap + (k % per_col) * (ph + gap)
+        else:
+            px, py = _place_panel((x1, y1, x2, y2), pw, ph, w, h, gap, placed)
         placed.append((px, py, px + pw, py + ph))
-        px2, py2 = min(px + pw, w), min(py + ph, h)
+        px2, py2 = min(px + pw, img.shape[1]), min(py + ph, img.shape[0])
         roi = img[py:py2, px:px2]
         roi[:] = (roi.astype(np.float32) * 0.3 + np.array([20, 20, 20]) * 0.7).astype(np.uint8)
         cv2.rectangle(img, (px, py), (px2 - 1, py2 - 1), color, max(1, line // 2))
+        if head:
+            cv2.putText(img, tag, (px + pad, py + pad + text_h), font, fs, (255, 255, 255), th, cv2.LINE_AA)
         for r, c in enumerate(classes):
-            top = py + pad + r * row
+            top = py + pad + head + r * row
             y_text = top + text_h
             best = c == f.label
             ink = (255, 255, 255) if best else (185, 185, 185)
@@ -645,7 +716,8 @@ class JsonlWriter(_Writer):
             self._f, self._own = file, False
         else:
             Path(file).parent.mkdir(parents=True, exist_ok=True)
-            self._f, self._own = open(file, "w", encoding="utf-8"), True  # noqa: SIM115
+            # names that are not valid UTF-8 are written escaped (\\udcNN), never an error
+            self._f, self._own = open(file, "w", encoding="utf-8", errors="backslashreplace"), True  # noqa: SIM115
 
     def write(self, record: PredictionRecord) -> None:
         self._f.write(json.dumps(record.to_dict()) + "\n")
@@ -666,7 +738,7 @@ class CsvWriter(_Writer):
     def __init__(self, path, classes) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.classes = tuple(classes)
-        self._f = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._f = open(path, "w", newline="", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
         self._w = csv.writer(self._f)
         head = ["source", "frame", "time", "face", "track", "x1", "y1", "x2", "y2", "label", "confidence"]
         self._w.writerow([*head, "score", *self.classes, "error"])
@@ -693,7 +765,7 @@ class AnnotationWriter(_Writer):
     """Annotated pictures (:func:`annotate`) into a folder: one image per photo, one mp4 per video/camera.
 
     Photos keep their name (JPEG/PNG keep their format, others become PNG; ``_2``, ``_3`` ... are added on
-    name clashes); a video ``clip.avi`` becomes ``clip_annotated.mp4`` (mp4v) at the frame rate of the
+    name clashes and when the file exists, so an input photo or an earlier output is never overwritten); a video ``clip.avi`` becomes ``clip_annotated.mp4`` (mp4v) at the frame rate of the
     processed frames. Records need their image (``keep_images=True``); unreadable ones are skipped.
     """
 
@@ -702,12 +774,13 @@ class AnnotationWriter(_Writer):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.jpeg_quality = int(jpeg_quality)
         self.written: list[Path] = []
-        self._videos: dict[str, tuple[cv2.VideoWriter, Path, tuple[int, int]]] = {}
+        self._videos: dict[str, tuple[cv2.VideoWriter, Path, tuple[int, int], Path]] = {}
         self._names: set[str] = set()
 
     def _unique(self, stem: str, suffix: str) -> Path:
         name, n = stem + suffix, 1
-        while name in self._names:
+        # never onto an existing file: a photo of the input folder, or an earlier run's output
+        while name in self._names or (self.out_dir / name).exists():
             n += 1
             name = f"{stem}_{n}{suffix}"
         self._names.add(name)
@@ -719,35 +792,41 @@ class AnnotationWriter(_Writer):
             return None
         if record.image is None:
             raise ConfigError("annotation needs the image in each record (predict with keep_images=True)")
-        bgr = cv2.cvtColor(annotate(record.image, record.faces, record.tracks), cv2.COLOR_RGB2BGR)
+        rgb = annotate(record.image, record.faces, record.tracks)
         if record.frame is None:
+            from .io import write_image
+
             suffix = Path(record.source).suffix.lower()
             suffix = suffix if suffix in (".jpg", ".jpeg", ".png") else ".png"
-            path = self._unique(Path(record.source).stem, suffix)
-            params = [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality] if suffix != ".png" else []
-            if not cv2.imwrite(str(path), bgr, params):
-                raise FerlabError(f"{path}: could not write the annotated image")
+            path = write_image(self._unique(Path(record.source).stem, suffix), rgb, self.jpeg_quality)
             self.written.append(path)
             return path
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if record.source not in self._videos:
+            from .io import display_name
+
             stem = record.source.replace(":", "") if record.source.startswith("camera:") else None
             path = self._unique((stem or Path(record.source).stem) + "_annotated", ".mp4")
             size = (bgr.shape[1], bgr.shape[0])
-            vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), record.fps or 30.0, size)
+            # OpenCV writes a plain temporary name (any final name works, and a kill leaves no torn file)
+            tmp = self.out_dir / f".ferlab-annotated-{len(self._videos)}-{os.getpid()}.tmp.mp4"
+            vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), record.fps or 30.0, size)
             if not vw.isOpened():
-                raise FerlabError(f"{path}: could not open a video writer (mp4v)")
-            self._videos[record.source] = (vw, path, size)
+                raise FerlabError(f"{display_name(path)}: could not open a video writer (mp4v)")
+            self._videos[record.source] = (vw, path, size, tmp)
             self.written.append(path)
             new = path
         else:
             new = None
-        vw, _path, size = self._videos[record.source]
+        vw, _path, size, _tmp = self._videos[record.source]
         if (bgr.shape[1], bgr.shape[0]) != size:
             bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         vw.write(bgr)
         return new
 
     def close(self) -> None:
-        for vw, _, _ in self._videos.values():
+        for vw, path, _, tmp in self._videos.values():
             vw.release()
+            if tmp.exists():
+                os.replace(tmp, path)
         self._videos.clear()

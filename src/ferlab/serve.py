@@ -10,7 +10,10 @@ Routes:
                        faces boxed on a canvas and every class's probability as a bar.
 
 Errors are JSON ``{"detail": message}``: 413 for uploads over ``max_upload`` bytes (10 MB) or images
-over PIL's pixel limit, 415 for files that are not images, 400 for an empty, missing or corrupt upload.
+over ``max_pixels`` (16 Mpx, read from the header before decoding), 415 for files that are not images,
+400 for an empty, missing or corrupt upload, 408 for a body that stalls (10 s without data, 60 s in all).
+Decoding runs in a worker thread outside the model's lock, so one slow upload holds up no other request.
+FastAPI's ``/docs`` and ``/openapi.json`` are off unless ``docs=True`` (``ferlab serve --docs``).
 Uploads are read into memory and decoded there, never written to disk (Starlette's own form parser
 spools files over 1 MB to a temporary file, so the multipart body is parsed here instead).
 
@@ -38,6 +41,10 @@ import numpy as np
 from .errors import ConfigError
 
 MAX_UPLOAD = 10 * 1024 * 1024
+#: largest image the service decodes (16 Mpx, e.g. 4896x3264); larger uploads get 413 from their header
+MAX_PIXELS = 16_000_000
+#: seconds a client may take to send the next chunk of its body, and the whole body (then 408)
+READ_TIMEOUT, BODY_TIMEOUT = 10.0, 60.0
 #: multipart headers and boundaries around the file on top of ``max_upload``
 _MULTIPART_SLACK = 64 * 1024
 PAGE = Path(__file__).parent / "assets" / "serve.html"
@@ -118,33 +125,45 @@ def pick_file(parts: list[tuple[str, str | None, bytes]]) -> tuple[str, bytes]:
     return filename or name or "upload", data
 
 
-def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
-    """Bytes of an image file -> uint8 RGB ``[H, W, 3]``, EXIF-rotated upright, decoded in memory."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Bytes of an image file -> uint8 RGB ``[H, W, 3]``, EXIF-rotated upright, decoded in memory.
 
-    from .io import to_mode
+    The pixel count is read from the header first: an image over ``max_pixels`` is refused (413) before any
+    pixel is decoded, so a small file that claims a huge image costs neither memory nor time.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from .errors import ImageReadError
+    from .io import decode_image as _decode
 
     if not data:
         raise UploadError(400, f"{name}: empty upload (0 bytes); send an image file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                arr = np.asarray(to_mode(ImageOps.exif_transpose(im), False), dtype=np.uint8).copy()
+                w, h = im.size
     except UnidentifiedImageError:
         raise UploadError(
             415, f"{name}: not an image file (format not recognised); send a JPEG, PNG, WebP, BMP or GIF"
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise UploadError(
-            413, f"{name}: image has too many pixels (limit {Image.MAX_IMAGE_PIXELS})"
+            413, f"{name}: image has too many pixels (limit {max_pixels / 1e6:.0f} Mpx)"
         ) from None
     except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise UploadError(400, f"{name}: corrupt or truncated image ({msg})") from None
-    if arr.size == 0:
-        raise UploadError(400, f"{name}: image has zero size")
+    if w * h > max_pixels:
+        raise UploadError(
+            413, f"{name}: {w}x{h} = {w * h / 1e6:.1f} Mpx is over the {max_pixels / 1e6:.0f} Mpx limit"
+        )
+    try:
+        arr = _decode(io.BytesIO(data), name, grayscale=False, limit=max_pixels)
+    except ImageReadError as e:
+        raise UploadError(400, str(e)) from None
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
     return arr
 
 
@@ -161,6 +180,8 @@ def create_app(
     device: str = "cpu",
     precision: str = "auto",
     max_upload: int = MAX_UPLOAD,
+    max_pixels: int = MAX_PIXELS,
+    docs: bool = False,
     **recognizer_kwargs,
 ):
     """The FastAPI app; the model is loaded here, once, before the app serves anything.
@@ -170,6 +191,8 @@ def create_app(
             (``'default'``, ``'fast'``), a checkpoint / ``.safetensors`` path, or a model object.
         detector, backend, device, precision: passed to :class:`ferlab.Recognizer` (unless one is given).
         max_upload: largest accepted upload in bytes (larger -> 413).
+        max_pixels: largest image in pixels (larger -> 413, from the header, before decoding).
+        docs: serve FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json`` (off by default).
         recognizer_kwargs: more :class:`ferlab.Recognizer` arguments (``tta``, ``margin``, ...).
     """
     try:
@@ -204,7 +227,10 @@ def create_app(
         .replace("{{VERSION}}", __version__)
     )
 
-    app = FastAPI(title="ferlab", version=__version__, description="Facial expression recognition")
+    api_docs = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(
+        title="ferlab", version=__version__, description="Facial expression recognition", **api_docs
+    )
     app.state.recognizer = rec
     app.state.max_upload = int(max_upload)
 
@@ -215,8 +241,20 @@ def create_app(
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             raise UploadError(413, f"upload of {_mb(int(length))} is over the {_mb(max_upload)} limit")
+        import asyncio
+
         body = bytearray()
-        async for chunk in request.stream():
+        stream = request.stream().__aiter__()
+        deadline = time.monotonic() + BODY_TIMEOUT
+        while True:
+            left = min(READ_TIMEOUT, deadline - time.monotonic())
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(left, 0.001))
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise UploadError(408, f"the upload stalled (no data for {READ_TIMEOUT:g} s or over "
+                                       f"{BODY_TIMEOUT:g} s in all)") from None  # fmt: skip
             body += chunk
             if len(body) > limit:
                 raise UploadError(413, f"upload is over the {_mb(max_upload)} limit")
@@ -243,7 +281,8 @@ def create_app(
                 )
             if len(data) > max_upload:
                 raise UploadError(413, f"{name}: {_mb(len(data))} is over the {_mb(max_upload)} limit")
-            img = decode_image(data, name)
+            # decoded in a worker thread, outside the model's lock: a slow decode holds up no other request
+            img = await run_in_threadpool(decode_image, data, name, int(max_pixels))
         except UploadError as e:
             return error(e.status, e.message)
 

@@ -174,7 +174,7 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
         f"![validation curves]({png.name})",
         "",
     ]
-    from ..export import write_atomic
+    from ..io import write_atomic
 
     write_atomic("\n".join(text).encode(), out)
     write_atomic(json.dumps(rows, indent=1, default=str).encode(), out.with_suffix(".json"))

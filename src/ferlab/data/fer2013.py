@@ -34,48 +34,60 @@ def read_fer2013_csv(path: str | Path, report: SkipReport | None = None) -> FERD
     path = Path(path)
     report = report if report is not None else SkipReport()
     imgs, labs, usage, rows = [], [], [], []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header[:3]] != ["emotion", "pixels", "usage"]:
-            raise DataError(f"{path}: header {header} is not 'emotion,pixels,Usage'")
-        for i, rec in enumerate(reader):
-            where = f"{path}:row {i} (line {i + 2})"
-            if len(rec) < 3:
-                report.add("bad row", f"{where}: {len(rec)} fields, expected 3")
-                continue
-            try:
-                lab = int(rec[0])
-            except ValueError:
-                report.add("bad label", f"{where}: emotion {rec[0]!r} is not an integer")
-                continue
-            if lab not in L.FER2013:
-                report.add("bad label", f"{where}: emotion {lab} out of range 0..6")
-                continue
-            try:
-                px = np.array(rec[1].split(), dtype=np.int64)
-            except ValueError:
-                report.add("bad pixels", f"{where}: pixel string holds non-integers")
-                continue
-            if px.size != IMAGE_SIDE * IMAGE_SIDE:
-                report.add("bad pixels", f"{where}: {px.size} pixel values, expected 48x48 = 2304")
-                continue
-            if px.min() < 0 or px.max() > 255:
-                report.add("bad pixels", f"{where}: pixel values outside 0..255")
-                continue
-            u = rec[2].strip()
-            if u not in SPLIT_OF_USAGE:
-                report.add("bad usage", f"{where}: Usage {u!r} not one of {USAGES}")
-                continue
-            imgs.append(px.astype(np.uint8).reshape(IMAGE_SIDE, IMAGE_SIDE))
-            labs.append(lab)
-            usage.append(USAGES.index(u))
-            rows.append(i)
+    # bytes that are not UTF-8 become U+FFFD, so their row fails the checks below and is reported, not fatal;
+    # fields up to 64 MB parse (then fail the pixel count) instead of stopping the csv module
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(max(old_limit, 1 << 26))
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            _read_rows(csv.reader(f), path, report, imgs, labs, usage, rows)
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    finally:
+        csv.field_size_limit(old_limit)
     if not imgs:
         raise DataError(f"{path}: no valid rows ({report.summary()})")
     ds = _from_arrays(np.stack(imgs), np.array(labs), np.array(usage), np.array(rows), source=str(path))
     ds.info["skipped"] = report
     return ds
+
+
+def _read_rows(reader, path, report, imgs, labs, usage, rows) -> None:
+    header = next(reader, None)
+    if header is None or [h.strip().lower() for h in header[:3]] != ["emotion", "pixels", "usage"]:
+        raise DataError(f"{path}: header {header} is not 'emotion,pixels,Usage'")
+    for i, rec in enumerate(reader):
+        where = f"{path}:row {i} (line {i + 2})"
+        if len(rec) < 3:
+            report.add("bad row", f"{where}: {len(rec)} fields, expected 3")
+            continue
+        try:
+            lab = int(rec[0])
+        except ValueError:
+            report.add("bad label", f"{where}: emotion {rec[0]!r} is not an integer")
+            continue
+        if lab not in L.FER2013:
+            report.add("bad label", f"{where}: emotion {lab} out of range 0..6")
+            continue
+        try:
+            px = np.array(rec[1].split(), dtype=np.int64)
+        except ValueError:
+            report.add("bad pixels", f"{where}: pixel string holds non-integers")
+            continue
+        if px.size != IMAGE_SIDE * IMAGE_SIDE:
+            report.add("bad pixels", f"{where}: {px.size} pixel values, expected 48x48 = 2304")
+            continue
+        if px.min() < 0 or px.max() > 255:
+            report.add("bad pixels", f"{where}: pixel values outside 0..255")
+            continue
+        u = rec[2].strip()
+        if u not in SPLIT_OF_USAGE:
+            report.add("bad usage", f"{where}: Usage {u!r} not one of {USAGES}")
+            continue
+        imgs.append(px.astype(np.uint8).reshape(IMAGE_SIDE, IMAGE_SIDE))
+        labs.append(lab)
+        usage.append(USAGES.index(u))
+        rows.append(i)
 
 
 def read_fer2013_npz(path: str | Path) -> FERDataset:

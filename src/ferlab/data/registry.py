@@ -85,12 +85,17 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> FE
     if name.startswith("cache:"):
         return load_cached(name[6:])
     if name.startswith("folder:"):
+        from ..io import SkipReport
         from .imagefolder import SPLIT_DIRS, read_imagefolder, read_split_folders
 
         p = Path(name[7:])
+        report = SkipReport()
         if p.is_dir() and any(d.name.lower() in SPLIT_DIRS for d in p.iterdir() if d.is_dir()):
-            return read_split_folders(p, name=p.name, size=options.get("size"))
-        return read_imagefolder(p, size=options.get("size"))
+            ds = read_split_folders(p, name=p.name, size=options.get("size"), report=report)
+        else:
+            ds = read_imagefolder(p, size=options.get("size"), report=report)
+        ds.info["skipped"] = report
+        return ds
     if name not in DATASETS:
         raise unknown_name("dataset", name, [*DATASETS, "folder:PATH", "cache:PATH"])
     root = resolve_root(data_dir)

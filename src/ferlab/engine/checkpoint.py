@@ -49,13 +49,18 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is the same user error
-        raise ConfigError(
-            f"{path}: not a loadable ferlab checkpoint ({str(e).splitlines()[0][:160]})"
-        ) from None
+        raise ConfigError(f"{path}: not a loadable ferlab checkpoint ({_first_sentence(e)})") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a ferlab checkpoint (no '{FORMAT}' header)")
     ck["path"] = str(path)
     return ck
+
+
+def _first_sentence(e: BaseException, limit: int = 160) -> str:
+    """The first sentence of an exception's message, whole (never cut mid-word), for one-line errors."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    first = text.split(". ")[0].rstrip(".")
+    return first if len(first) <= limit else first[: first.rfind(" ", 0, limit)] + " ..."
 
 
 def export_weights(model: torch.nn.Module, path: str | Path, classes, extra: dict | None = None) -> Path:
@@ -97,8 +102,11 @@ def load_model(path: str | Path, use_ema: bool = True):
 
         if not path.is_file():
             raise ConfigError(f"weights file {path} not found")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+        except Exception as e:  # noqa: BLE001 - safetensors' own error types for a damaged file
+            raise ConfigError(f"{path}: not a readable safetensors file ({_first_sentence(e)})") from None
         if meta.get("format") == "ferlab-ensemble":  # several models in one file (ferlab.ensemble)
             from ..ensemble import load_ensemble
 
@@ -106,15 +114,31 @@ def load_model(path: str | Path, use_ema: bool = True):
             return ens, ens.classes, {"format": meta["format"], "method": ens.method, "path": str(path)}
         if meta.get("format") != "ferlab-weights":
             raise ConfigError(f"{path}: safetensors file without ferlab metadata (model name, classes)")
-        model = _build(meta["model_name"], json.loads(meta["model_kwargs"]), json.loads(meta["data_config"]))
-        model.load_state_dict(load_file(str(path)))
-        classes = tuple(json.loads(meta["classes"]))
+        try:
+            kwargs, dcfg = json.loads(meta["model_kwargs"]), json.loads(meta["data_config"])
+            classes = tuple(json.loads(meta["classes"]))
+            model = _build(meta["model_name"], kwargs, dcfg)
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConfigError(
+                f"{path}: damaged ferlab metadata ({type(e).__name__}: {_first_sentence(e)})"
+            ) from None
+        try:
+            model.load_state_dict(load_file(str(path)))
+        except Exception as e:  # noqa: BLE001 - shape/key mismatches and damaged tensors alike
+            raise ConfigError(
+                f"{path}: its tensors do not fit a {meta['model_name']} ({_first_sentence(e)})"
+            ) from None
         info = {k: v for k, v in meta.items() if k not in ("model_kwargs", "data_config", "classes")}
     else:
         ck = load_checkpoint(path)
         model = _build(ck["model_name"], ck["model_kwargs"], ck.get("data_config"))
         sd = ck["ema"] if use_ema and ck.get("ema") else ck["model"]
-        model.load_state_dict(sd)
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"{path}: its tensors do not fit a {ck['model_name']} ({_first_sentence(e)})"
+            ) from None
         classes = tuple(ck["classes"])
         info = {"epoch": ck.get("epoch"), "path": ck["path"], "metrics": ck.get("metrics", {})}
     model.classes = classes

@@ -275,7 +275,9 @@ def resume_changes(old: TrainConfig, new: TrainConfig) -> dict:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from ..io import write_atomic
+
+    write_atomic(yaml.safe_dump(cfg.to_dict(), sort_keys=False), path)
 
 
 def config_from_checkpoint(d: dict) -> TrainConfig:

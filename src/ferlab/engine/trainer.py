@@ -59,8 +59,11 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def load_training_data(cfg: TrainConfig, data_config) -> tuple[dict, tuple]:
-    """Train / val / test splits in memory, in the model's colour and size when read from files."""
+def load_training_data(cfg: TrainConfig, data_config, report=None) -> tuple[dict, tuple]:
+    """Train / val / test splits in memory, in the model's colour and size when read from files.
+
+    Rows and files the readers skipped (malformed CSV rows, unreadable images) are added to ``report``
+    (a :class:`ferlab.io.SkipReport`) when one is given."""
     from ..data import load_dataset
     from ..data.base import stack_splits
     from ..data.expand import expand
@@ -70,9 +73,11 @@ def load_training_data(cfg: TrainConfig, data_config) -> tuple[dict, tuple]:
     ds = mark_synthetic(load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs))
     gray = data_config.color == "gray"
     side = data_config.input_size[1]
+    if report is not None:
+        report.merge(ds.info.get("skipped"))
 
     def mem(sp):
-        return sp if sp.in_memory else sp.load(size=side, grayscale=gray)
+        return sp if sp.in_memory else sp.load(size=side, grayscale=gray, report=report)
 
     train, synthetic = split_synthetic(mem(ds.split(cfg.train_split)))  # synthetic: None for real-only data
     if cfg.val_split:
@@ -102,6 +107,11 @@ class Trainer:
         self.device = torch.device(cfg.device)
         self.precision = resolve_precision(cfg.precision, cfg.device, quiet=not self.is_main)
         self.train_time = 0.0  # seconds of training so far, over resumes (the max_minutes budget)
+        from ..io import SkipReport
+
+        self.skipped = (
+            SkipReport()
+        )  # rows/files the data readers skipped (reported once the run folder exists)
         self._splits, self._classes = splits, classes
         self.run_dir = cfg.run_dir
         self.epoch = 0  # epochs completed
@@ -131,7 +141,7 @@ class Trainer:
             )
             probe = tmp.data_config
             del tmp
-            self._splits, self._classes = load_training_data(cfg, probe)
+            self._splits, self._classes = load_training_data(cfg, probe, self.skipped)
         self.splits, self.classes = self._splits, tuple(self._classes)
         self.train_split = self.splits["train"]
         self.synthetic_w = None  # per-item draw weights when synthetic images are weighted (not 1)
@@ -234,11 +244,14 @@ class Trainer:
         self.tb = None
         if cfg.resume and (self.run_dir / "last.pt").is_file():
             self.resume(self.run_dir / "last.pt")  # refuses another model or changed settings: checked first
-        if (
-            self.is_main
-        ):  # config.yaml describes the weights in the folder: written only once resuming is settled
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+        # config.yaml describes the weights in the folder: written only once resuming is settled
+        if self.is_main:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                save_config(cfg, self.run_dir / "config.yaml")
+            except OSError as e:
+                raise ConfigError(f"cannot write the run folder {self.run_dir}: {e.strerror or e}") from None
+            self.skipped.announce(f"{cfg.dataset} data", self.run_dir / "skipped.txt")
 
     def _num_batches(self) -> int:
         n = len(self.train_split) // self.world
@@ -369,7 +382,7 @@ class Trainer:
     def eval_model(self):
         return self.ema.module if self.ema is not None else self.model
 
-    def validate(self, split, limit_batches: int | None = None) -> dict:
+    def validate(self, split, limit_batches: int | None = None, progress: bool = False) -> dict:
         import torch.nn.functional as F
 
         model = self.eval_model()
@@ -380,7 +393,7 @@ class Trainer:
         if self.cfg.overfit_batches:
             n = min(len(self.train_split), self.cfg.overfit_batches * self.cfg.batch_size)
             images, labels = self.train_split.images[:n], self.train_split.labels[:n]
-        probs = predict_probs(model, images, self.eval_tf, bs, device=self.device)
+        probs = predict_probs(model, images, self.eval_tf, bs, device=self.device, progress=progress)
         m = classification_metrics(labels, probs, self.classes)
         m["loss"] = float(
             F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)).item()
@@ -463,7 +476,7 @@ class Trainer:
         summary = {"epochs_run": self.epoch, "best_" + cfg.monitor: self.best if cfg.monitor == "val_acc" else -self.best,
                    "stopped_early": stopped_early, "budget_reached": budget_reached,
                    "train_time_s": self.train_time, "session_time_s": time.perf_counter() - t_start,
-                   "precision": self.precision, "threads": self.threads}  # fmt: skip
+                   "precision": self.precision, "threads": self.threads, "run_dir": str(self.run_dir)}  # fmt: skip
         if self.is_main:
             summary.update(self.finish())
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -489,7 +502,12 @@ class Trainer:
             if not key.startswith("test:"):
                 continue
             name = key[5:]
-            m = self.validate(sp)
+            if self.cfg.progress and self.is_main:
+                print(
+                    f"evaluating the best weights (epoch {weights_epoch}) on {name} ({len(sp)} faces)",
+                    flush=True,
+                )
+            m = self.validate(sp, progress=self.cfg.progress and self.is_main)
             write_report(
                 m, self.run_dir / "eval", f"{name}", f"{self.cfg.run_name}: {self.cfg.dataset}/{name}"
             )
@@ -520,7 +538,12 @@ class Trainer:
         }  # fmt: skip
 
     def save(self, path: Path, val: dict | None = None) -> Path:
-        return atomic_save(self.state(val), path)
+        try:
+            return atomic_save(self.state(val), path)
+        except OSError as e:
+            raise FerlabError(
+                f"cannot write checkpoint {path}: {e.strerror or e} (the last good one stays)"
+            ) from None
 
     def resume(self, path: Path) -> None:
         """Continue the run in ``path``; refused when the config changed keys that shape the weights."""

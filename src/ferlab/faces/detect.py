@@ -35,21 +35,45 @@ class FaceDetector:
     """
 
     name = "base"
+    #: close-ups: when nothing is found, look again with this much plain border (a fraction of the longer
+    #: side, on every side) around the photo, so a face that fills the frame or is cut by its edge gets the
+    #: context detectors expect; boxes are clipped back to the photo. 0 turns the second look off.
+    pad_retry: float = 0.25
 
     def __init__(self, min_size: int = 20, score_threshold: float | None = None) -> None:
         self.min_size = int(min_size)
         self.score_threshold = score_threshold
 
-    def detect(self, img) -> list[Face]:
-        """Faces in ``img`` (uint8 gray or RGB array, PIL image or path), sorted largest first."""
-        img = as_array(img)
-        faces = [
+    def _found(self, img: np.ndarray) -> list[Face]:
+        return [
             f
             for f in self._detect(img)
             if min(f.width, f.height) >= self.min_size
             and (self.score_threshold is None or f.score >= self.score_threshold)
         ]
+
+    def detect(self, img) -> list[Face]:
+        """Faces in ``img`` (uint8 gray or RGB array, PIL image or path), sorted largest first."""
+        img = as_array(img)
+        faces = self._found(img)
+        if not faces and self.pad_retry > 0:
+            faces = self._found_padded(img)
         return sorted(faces, key=lambda f: (f.area, f.score), reverse=True)
+
+    def _found_padded(self, img: np.ndarray) -> list[Face]:
+        h, w = img.shape[:2]
+        p = max(1, round(self.pad_retry * max(h, w)))
+        fill = [int(v) for v in np.atleast_1d(img.reshape(-1, img.shape[2] if img.ndim == 3 else 1).mean(0))]
+        padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_CONSTANT, value=fill + [0] * (4 - len(fill)))
+        out = []
+        for f in self._found(padded):
+            x1, y1, x2, y2 = (f.box[0] - p, f.box[1] - p, f.box[2] - p, f.box[3] - p)
+            box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h)))
+            if box[2] - box[0] < 0.5 * (x2 - x1) or box[3] - box[1] < 0.5 * (y2 - y1):
+                continue  # mostly in the added border: not a face of this photo
+            lm = None if f.landmarks is None else {k: (x - p, y - p) for k, (x, y) in f.landmarks.items()}
+            out.append(Face(box, f.score, lm))
+        return out
 
     __call__ = detect
 
@@ -394,7 +418,13 @@ def create_detector(name: str | FaceDetector = "haar", **kwargs) -> FaceDetector
             raise ConfigError(f"face detector option {item!r} in {name!r} is not key=value")
         options[k.strip()] = yaml.safe_load(v)
     options.update(kwargs)
+    pad_retry = options.pop("pad_retry", None)
     try:
-        return DETECTORS[key](**options)
+        det = DETECTORS[key](**options)
     except TypeError as e:
         raise ConfigError(f"face detector {name!r}: {e}") from None
+    if pad_retry is not None:
+        if not isinstance(pad_retry, (int, float)) or not 0 <= pad_retry <= 1:
+            raise ConfigError(f"face detector {name!r}: pad_retry={pad_retry!r} must be a fraction in [0, 1]")
+        det.pad_retry = float(pad_retry)
+    return det

@@ -165,9 +165,13 @@ class _H5Writer:
     """Appends crops to resizable HDF5 datasets, a chunk at a time."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], labelled: bool, chunk: int = 256) -> None:
+        import os
+
         import h5py
 
-        self.f = h5py.File(path, "w")
+        # written under a temporary name and renamed by close(): an existing file stays whole until then
+        self.path, self.tmp = path, path.with_name(f".{path.name}.tmp{os.getpid()}")
+        self.f = h5py.File(self.tmp, "w")
         self.shape, self.labelled, self.chunk = shape, labelled, chunk
         self.buf: list[tuple[np.ndarray, int, str, Face]] = []
 
@@ -205,13 +209,19 @@ class _H5Writer:
         self._append("scores", np.asarray([f.score for f in faces], dtype=np.float32))
         self.buf = []
 
-    def close(self, attrs: dict) -> None:
+    def close(self, attrs: dict, keep: bool = True) -> None:
+        import os
+
         try:
             self.flush()
             for k, v in attrs.items():
                 self.f.attrs[k] = v
         finally:
             self.f.close()
+            if keep:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
 
 
 def _unique_png(folder: Path, name: str, used: set[Path], ext: str) -> Path:
@@ -245,6 +255,7 @@ def prepare_folder(
     format: str = "folder",
     keep: str = "largest",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PrepareReport:
     """Detect, crop and resize the faces of every photo under ``src`` (recursively).
 
@@ -295,10 +306,16 @@ def prepare_folder(
 
     if format == "hdf5":
         h5_path = out if out.suffix.lower() in (".h5", ".hdf5") else out / "faces.h5"
+        if h5_path.exists() and not overwrite:
+            raise ConfigError(f"{h5_path} exists; pass overwrite=True (--overwrite) to replace it")
         h5_path.parent.mkdir(parents=True, exist_ok=True)
         writer = _H5Writer(h5_path, _crop_shape(pre), labelled)
         report = PrepareReport(output=h5_path, classes=classes, keep=keep)
     else:
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise ConfigError(
+                f"{out} is not empty; pass overwrite=True (--overwrite) to add to it (same names are replaced)"
+            )
         out.mkdir(parents=True, exist_ok=True)
         writer = None
         report = PrepareReport(output=out, classes=classes, keep=keep)
@@ -348,10 +365,13 @@ def prepare_folder(
                 report.crops += 1
                 if cls is not None:
                     report.class_counts[cls] += 1
-    finally:
+    except BaseException:
         if writer is not None:
-            attrs = {"detector": pre.detector.name, "margin": pre.margin, "grayscale": pre.grayscale}
-            if classes:
-                attrs["classes"] = list(classes)
-            writer.close(attrs)
+            writer.close({}, keep=False)  # an interrupted run leaves any earlier file as it was
+        raise
+    if writer is not None:
+        attrs = {"detector": pre.detector.name, "margin": pre.margin, "grayscale": pre.grayscale}
+        if classes:
+            attrs["classes"] = list(classes)
+        writer.close(attrs)
     return report
