@@ -191,3 +191,55 @@ def test_unwritable_run_folder_is_one_line(tmp_path):
                      "tensorboard": False, "output_dir": str(blocker), "name": "run", "threads": 1})  # fmt: skip
     with pytest.raises(ConfigError, match="cannot write the run folder"):
         Trainer(cfg, {"train": split, "val": split}, CANONICAL[:7])
+
+
+@pytest.fixture
+def folder_dataset(tmp_path, corpus, fer2013):
+    """An ImageFolder dataset (train/ and test/ with expression folders): real faces plus the bad corpus."""
+    root = tmp_path / "faces"
+    for split, sp in (("train", fer2013["train"]), ("test", fer2013["test"])):
+        for c in ("happy", "sad"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            idx = np.flatnonzero(sp.labels == sp.classes.index(c))[:12]
+            for i in idx:
+                Image.fromarray(sp.images[i]).save(d / f"{i}.png")
+        for f in corpus.iterdir():  # every bad (and the odd-named) file in one class folder of each split
+            shutil.copy(f, root / split / "happy" / f.name)
+    return root
+
+
+def _snapshot(root: Path) -> dict:
+    return {p.relative_to(root): _sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_dataset_commands_report_and_keep_going(folder_dataset, tmp_path, capsys):
+    before = _snapshot(folder_dataset)
+    ds = f"folder:{folder_dataset}"
+    # prepare: every readable photo gives a crop or a 'no face' line; the bad ones are named
+    out = tmp_path / "prep"
+    assert main(["prepare", str(folder_dataset / "test"), str(out), "--detector", "haar"]) == 0
+    err = capsys.readouterr()
+    assert "bomb900.png" in err.err and "5 unreadable" in (err.out + err.err)
+    assert (tmp_path / "prep.skipped.txt").read_text().count("\n") >= 5
+    # export-data and evaluate on the folder: the five bad files skipped, named, listed beside the output
+    cache = tmp_path / "c.npz"
+    assert main(["export-data", "--dataset", ds, "--out", str(cache), "--size", "48"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 10 items (10 unreadable)" in err and "big100.png" in err
+    assert len((tmp_path / "c.npz.skipped.txt").read_text().splitlines()) == 10
+    ev = tmp_path / "ev"
+    assert (
+        main(["evaluate", "--checkpoint", "fast", "--dataset", ds, "--split", "test", "--out", str(ev)]) == 0
+    )
+    text = capsys.readouterr()
+    assert "skipped 5 items (5 unreadable)" in text.err and "accuracy" in text.out
+    assert (ev / f"{folder_dataset.name}_test_skipped.txt").is_file()
+    # train on it: the run starts, says what it skipped, and keeps the list in the run folder
+    assert main(["train", "--threads", "1", "model=smallcnn_tiny", f"dataset={ds}", "epochs=1", "batch_size=8",
+                 "val_split=null", "val_fraction=0.25", "test_splits=[test]", f"output_dir={tmp_path}", "name=r",
+                 "tensorboard=false", "scheduler=none"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "skipped" in err and "bomb900.png" in err
+    assert "bomb900.png" in (tmp_path / "r" / "skipped.txt").read_text()
+    assert _snapshot(folder_dataset) == before  # no input changed

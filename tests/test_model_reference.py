@@ -40,3 +40,23 @@ def test_predict_with_an_architecture_name_is_one_line(capsys):
     assert main(["predict", ASTRONAUT, "--model", "fernet_s"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "without trained weights" in err[0]
+
+
+def test_list_models_names_the_shipped_weights(capsys):
+    assert main(["list-models", "fernet*", "--no-flops"]) == 0
+    out = capsys.readouterr().out
+    assert "Trained weights shipped" in out and "| default |" in out.replace("    default", " default")
+
+
+def test_onnx_file_and_shipped_names_work_as_models(tiny_weights):
+    from ferlab import Recognizer
+    from ferlab.ensemble import Ensemble
+
+    r = Recognizer(str(WEIGHTS_DIR / "fast.int8.onnx"), threads=1)  # backend follows the file
+    assert r.backend == "onnx-int8" and r.precision == "int8"
+    (face,) = r.predict(ASTRONAUT)
+    assert face.label == "happy"
+    ens = Ensemble(["fast", str(tiny_weights)])
+    assert len(ens.members) == 2
+    with pytest.raises(ConfigError, match="ONNX files cannot be members"):
+        Ensemble([str(WEIGHTS_DIR / "fast.int8.onnx")])

@@ -86,11 +86,12 @@ def _cmd_export_data(args) -> int:
             raise FerlabError(f"{out} is inside the data it is made from ({src}); write the cache elsewhere")
     if out.exists() and not args.overwrite:
         raise FerlabError(f"{out} exists; pass --overwrite to replace it")
+    from .io import SkipReport
+
     ds = load_dataset(args.dataset, args.data_dir)
-    path = save_dataset(ds, out, splits=args.splits, size=args.size)
-    skipped = ds.info.get("skipped")
-    if skipped is not None:
-        skipped.announce(f"{args.dataset}", Path(f"{path}.skipped.txt"))
+    skipped = SkipReport().merge(ds.info.get("skipped"))
+    path = save_dataset(ds, out, splits=args.splits, size=args.size, report=skipped)
+    skipped.announce(f"{args.dataset}", Path(f"{path}.skipped.txt"))
     t = time.perf_counter()
     back = load_cached(path)
     dt = time.perf_counter() - t
@@ -216,7 +217,33 @@ def _cmd_list_models(args) -> int:
         print(f"no model matches {args.pattern!r}")
         return 1
     print(model_table(names, flops=not args.no_flops))
+    print("\n" + shipped_table())
     return 0
+
+
+def shipped_table() -> str:
+    """The trained weights that load by name (``--model NAME``), with their architecture and classes."""
+    import json
+
+    from safetensors import safe_open
+
+    from .data.balance import format_table
+    from .inference import list_pretrained, pretrained_int8_path, pretrained_path
+
+    rows = []
+    for name in list_pretrained(available_only=True):
+        with safe_open(str(pretrained_path(name)), "pt") as f:
+            meta = f.metadata() or {}
+        classes = json.loads(meta.get("classes", "[]"))
+        rows.append(
+            [name, meta.get("model_name", "?"), len(classes), "yes" if pretrained_int8_path(name) else "no"]
+        )
+    head = (
+        "Trained weights shipped with ferlab (--model NAME, Recognizer(NAME)); architectures above have none:"
+    )
+    return (
+        head + "\n\n" + format_table(["name", "architecture", "classes", "INT8 (--backend onnx-int8)"], rows)
+    )
 
 
 def _cmd_train(args) -> int:

@@ -266,7 +266,7 @@ class Ensemble(nn.Module):
 
     def __init__(self, members, method: str = "mean", weights=None, classes=None, names=None) -> None:
         super().__init__()
-        from .engine.checkpoint import load_model
+        from .inference import resolve_model
 
         members = list(members)
         if not members:
@@ -274,7 +274,11 @@ class Ensemble(nn.Module):
         models, labels = [], []
         for m in members:
             if isinstance(m, (str, Path)):
-                model = load_model(m)[0]
+                model = resolve_model(m)  # shipped names, run folders, .pt and .safetensors alike
+                if not isinstance(model, torch.nn.Module):
+                    raise ConfigError(
+                        f"ensemble member {m}: ONNX files cannot be members; use its .safetensors"
+                    )
                 labels.append(str(m))
             else:
                 model = m

@@ -183,11 +183,12 @@ class Recognizer:
         self.threads = configure_threads(threads)
         self.tta, self.batch_size, self.backend = tta, int(batch_size), backend
         self._onnx = None
-        if backend != "torch" and str(model).endswith(".onnx") and isinstance(model, (str, Path)):
+        if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):  # an exported file runs in ORT
             from .export import OnnxModel
 
             self._onnx = OnnxModel.from_file(model, self.threads)
             self.model = self._onnx
+            backend = self.backend = "onnx-int8" if self._onnx.is_int8 else "onnx"
         else:
             self.model = resolve_model(model).eval().to(self.device)
         self.classes = tuple(self.model.classes)

@@ -605,9 +605,8 @@ def annotate(
             x1, y1, x2, y2 = boxes[0]
             side_column = px < x2 and x1 < px + pw0 and py < y2 and y1 < py + ph0  # it would cover the face
         if side_column:
-            below = (
-                ph0 + 2 * gap > h
-            )  # a wide, low picture: legends in rows under it; else in columns beside it
+            # a wide, low picture: legends in rows under it; else in columns beside it
+            below = ph0 + 2 * gap > h
             if below:
                 per_row = max(1, (w - gap) // (pw0 + gap))
                 nrow = -(-len(faces) // per_row)

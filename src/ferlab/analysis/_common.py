@@ -35,11 +35,11 @@ def checkpoint_label(path: str | Path) -> str:
 def load_checkpoints(specs) -> list[tuple[str, object]]:
     """``[(label, model)]`` for checkpoint paths/globs (models in eval mode with ``.classes``); repeated
     labels get ``#2``, ``#3``."""
-    from ..engine.checkpoint import load_model
+    from ..inference import resolve_model
 
     out, seen = [], {}
     for p in expand_checkpoints(specs):
-        model, _classes, _info = load_model(p)
+        model = resolve_model(p)  # the one model reference: shipped names, runs, .pt, .safetensors, .onnx
         label = checkpoint_label(p)
         seen[label] = seen.get(label, 0) + 1
         out.append((label if seen[label] == 1 else f"{label}#{seen[label]}", model))

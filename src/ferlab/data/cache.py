@@ -27,12 +27,12 @@ from .base import FERDataset, Split
 FORMAT_VERSION = 1
 
 
-def _in_memory(sp: Split, size) -> Split:
+def _in_memory(sp: Split, size, report=None) -> Split:
     if sp.in_memory:
         return sp
     if size is None:
         raise DataError(f"split {sp.name!r} holds file paths; give an image size to export it")
-    return sp.load(size=size, grayscale=True)
+    return sp.load(size=size, grayscale=True, report=report)
 
 
 def _meta_array(v) -> np.ndarray:
@@ -40,8 +40,11 @@ def _meta_array(v) -> np.ndarray:
     return a.astype("S") if a.dtype.kind in "UO" else a
 
 
-def save_dataset(ds: FERDataset, path: str | Path, splits=None, size: int | None = None) -> Path:
-    """Write ``ds`` (all splits, or ``splits``) to ``path`` (.h5/.hdf5 or .npz), atomically."""
+def save_dataset(ds: FERDataset, path: str | Path, splits=None, size: int | None = None, report=None) -> Path:
+    """Write ``ds`` (all splits, or ``splits``) to ``path`` (.h5/.hdf5 or .npz), atomically.
+
+    Path-based splits are read at ``size``; files that cannot be read are skipped and added to ``report``
+    (a :class:`ferlab.io.SkipReport`) when one is given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(splits or ds.splits)
@@ -57,7 +60,7 @@ def save_dataset(ds: FERDataset, path: str | Path, splits=None, size: int | None
                 format_version=FORMAT_VERSION,
             )
             for n in names:
-                sp = _in_memory(ds.split(n), size)
+                sp = _in_memory(ds.split(n), size, report)
                 g = f.create_group(n)
                 g.create_dataset("images", data=sp.images)
                 g.create_dataset("labels", data=sp.labels)
@@ -68,7 +71,7 @@ def save_dataset(ds: FERDataset, path: str | Path, splits=None, size: int | None
     elif path.suffix == ".npz":
         arrays = {"__classes__": np.array(ds.classes), "__name__": np.array(ds.name)}
         for n in names:
-            sp = _in_memory(ds.split(n), size)
+            sp = _in_memory(ds.split(n), size, report)
             arrays[f"{n}__images"] = sp.images
             arrays[f"{n}__labels"] = sp.labels
             if sp.soft_labels is not None:

@@ -143,18 +143,16 @@ def markdown_report(m: dict, title: str) -> str:
 
 def write_report(m: dict, out_dir: str | Path, stem: str, title: str) -> dict:
     """JSON + Markdown + confusion-matrix PNG (and CSV) for one evaluation."""
+    import io
+
+    from ..io import write_atomic
     from .plots import plot_confusion
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(m, indent=1))
-    (out / f"{stem}.md").write_text(markdown_report(m, title))
-    np.savetxt(
-        out / f"{stem}_confusion.csv",
-        np.array(m["confusion"]),
-        fmt="%d",
-        delimiter=",",
-        header=",".join(m["classes"]),
-    )
+    write_atomic(json.dumps(m, indent=1), out / f"{stem}.json")
+    write_atomic(markdown_report(m, title), out / f"{stem}.md")
+    buf = io.StringIO()
+    np.savetxt(buf, np.array(m["confusion"]), fmt="%d", delimiter=",", header=",".join(m["classes"]))
+    write_atomic(buf.getvalue(), out / f"{stem}_confusion.csv")
     plot_confusion(m["confusion"], m["classes"], out / f"{stem}_confusion.png", title)
     return {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": out / f"{stem}_confusion.png"}

@@ -109,9 +109,9 @@ class Trainer:
         self.train_time = 0.0  # seconds of training so far, over resumes (the max_minutes budget)
         from ..io import SkipReport
 
-        self.skipped = (
-            SkipReport()
-        )  # rows/files the data readers skipped (reported once the run folder exists)
+        # rows/files the data readers skipped (reported once the run folder exists)
+        self.skipped = SkipReport()
+        self._eval_bar = False  # a progress bar while the test splits are evaluated (finish)
         self._splits, self._classes = splits, classes
         self.run_dir = cfg.run_dir
         self.epoch = 0  # epochs completed
@@ -382,7 +382,7 @@ class Trainer:
     def eval_model(self):
         return self.ema.module if self.ema is not None else self.model
 
-    def validate(self, split, limit_batches: int | None = None, progress: bool = False) -> dict:
+    def validate(self, split, limit_batches: int | None = None) -> dict:
         import torch.nn.functional as F
 
         model = self.eval_model()
@@ -393,7 +393,7 @@ class Trainer:
         if self.cfg.overfit_batches:
             n = min(len(self.train_split), self.cfg.overfit_batches * self.cfg.batch_size)
             images, labels = self.train_split.images[:n], self.train_split.labels[:n]
-        probs = predict_probs(model, images, self.eval_tf, bs, device=self.device, progress=progress)
+        probs = predict_probs(model, images, self.eval_tf, bs, device=self.device, progress=self._eval_bar)
         m = classification_metrics(labels, probs, self.classes)
         m["loss"] = float(
             F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels)).item()
@@ -507,7 +507,12 @@ class Trainer:
                     f"evaluating the best weights (epoch {weights_epoch}) on {name} ({len(sp)} faces)",
                     flush=True,
                 )
-            m = self.validate(sp, progress=self.cfg.progress and self.is_main)
+            # a progress bar for the (minutes-long) test evaluation
+            self._eval_bar = self.cfg.progress and self.is_main
+            try:
+                m = self.validate(sp)
+            finally:
+                self._eval_bar = False
             write_report(
                 m, self.run_dir / "eval", f"{name}", f"{self.cfg.run_name}: {self.cfg.dataset}/{name}"
             )
