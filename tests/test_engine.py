@@ -317,3 +317,17 @@ def test_cross_dataset_evaluation_maps_labels(fer2013):
     sp8 = ferlab.Split("test", sp.images[:8], np.array([7, 7, 0, 1, 2, 3, 4, 5]), L.EIGHT)
     m7 = evaluate_model(ferlab.create_model("smallcnn_tiny").eval(), sp8, classes=L.SEVEN)
     assert m7["n"] == 6 and m7["left_out_unknown_classes"] == {"contempt": 2}
+
+
+def test_cpu_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
+    """max_cpu_minutes counts this process's CPU time (not the wall clock that other jobs stretch), summed
+    over resumes; the run stops after the epoch that crosses it and says so."""
+    splits = _random_splits(n=48)
+    s = Trainer(_cfg(tmp_path, epochs=5, max_cpu_minutes=1e-6), splits, L.SEVEN).fit()
+    assert s["epochs_run"] == 1 and s["budget_reached"] and not s["stopped_early"]
+    assert 0 < s["cpu_time_s"] and s["cpu_time_s"] <= 2 * s["threads"] * s["train_time_s"] + 1
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["cpu_time"] == pytest.approx(s["cpu_time_s"])
+    # a larger budget resumes from the checkpoint with the CPU time already spent
+    more = Trainer(_cfg(tmp_path, epochs=2, max_cpu_minutes=10.0), splits, L.SEVEN)
+    assert more.cpu_time == pytest.approx(s["cpu_time_s"]) and more.fit()["epochs_run"] == 2

@@ -88,6 +88,10 @@ class TrainConfig:
     deterministic: bool = False
     early_stopping: int | None = None  # patience in epochs (paper 000: 10)
     max_minutes: float | None = None  # training-time budget (wall minutes, summed over resumes); None: none
+    max_cpu_minutes: float | None = (
+        None  # the same in CPU minutes of this process (all its threads): a budget
+    )
+    #                                       that other jobs on the machine cannot eat into
     monitor: str = "val_acc"
     snapshot_epochs: list = field(default_factory=list)  # extra checkpoints for snapshot ensembles
     fast_dev_run: bool = False
@@ -228,8 +232,9 @@ def validate(cfg: TrainConfig) -> None:
     _choice("precision", cfg.precision, PRECISIONS)
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"config key 'threads' must be >= 1, got {cfg.threads}")
-    if cfg.max_minutes is not None and cfg.max_minutes <= 0:
-        raise ConfigError(f"config key 'max_minutes' must be > 0, got {cfg.max_minutes}")
+    for k in ("max_minutes", "max_cpu_minutes"):
+        if getattr(cfg, k) is not None and getattr(cfg, k) <= 0:
+            raise ConfigError(f"config key {k!r} must be > 0, got {getattr(cfg, k)}")
     _choice("expansion", cfg.expansion, ("none", "paper002", "paper002_hflip", "paper004"))
     for k in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg, k) < 1:
@@ -262,7 +267,7 @@ def validate(cfg: TrainConfig) -> None:
 #: keys that may change between a run and its resumption: how long, how fast, where and how verbosely it
 #: runs, and what it reports at the end; every other key shapes the weights
 RESUME_FREE = frozenset({
-    "epochs", "max_minutes", "early_stopping", "progress", "tensorboard", "threads", "resume", "resume_changed_ok",
+    "epochs", "max_minutes", "max_cpu_minutes", "early_stopping", "progress", "tensorboard", "threads", "resume", "resume_changed_ok",
     "eval_batch_size", "output_dir", "data_dir", "device", "test_splits", "snapshot_epochs", "limit_val_batches",
     "compile", "compile_backend", "name",
 })  # fmt: skip

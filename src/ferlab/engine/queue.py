@@ -104,7 +104,7 @@ def queue_status(path: str | Path, overrides=None) -> list[dict]:
             with open(metrics, newline="") as f:
                 accs = [float(r["val_acc"]) for r in csv.DictReader(f) if r.get("val_acc")]
             best = max(accs) if accs else None
-        rows.append({"name": cfg.run_name, "model": cfg.model, "budget_min": cfg.max_minutes, **st,
+        rows.append({"name": cfg.run_name, "model": cfg.model, "budget_min": cfg.max_cpu_minutes or cfg.max_minutes, **st,
                      "best_val_acc": best})  # fmt: skip
     return rows
 
@@ -171,8 +171,9 @@ def run_queue(path: str | Path, only=None, overrides=None, log=print) -> list[di
                 log(f"{head}: done already ({st['epochs']} epochs, {st['train_min']:.0f} min), skipped")
                 results.append({"name": cfg.run_name, "status": "done before"})
                 continue
-            log(f"{head}: {'resuming' if st['state'] == 'partial' else 'starting'} ({cfg.model}, "
-                f"budget {cfg.max_minutes or 'none'} min)")  # fmt: skip
+            budget = (f"{cfg.max_cpu_minutes:g} CPU-min" if cfg.max_cpu_minutes else
+                      f"{cfg.max_minutes:g} min" if cfg.max_minutes else "no time budget")  # fmt: skip
+            log(f"{head}: {'resuming' if st['state'] == 'partial' else 'starting'} ({cfg.model}, {budget})")
             t = time.perf_counter()
             try:
                 summary = Trainer(cfg).fit()

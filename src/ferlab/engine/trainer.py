@@ -107,6 +107,7 @@ class Trainer:
         self.device = torch.device(cfg.device)
         self.precision = resolve_precision(cfg.precision, cfg.device, quiet=not self.is_main)
         self.train_time = 0.0  # seconds of training so far, over resumes (the max_minutes budget)
+        self.cpu_time = 0.0  # CPU seconds of this process spent training, over resumes (max_cpu_minutes)
         from ..io import SkipReport
 
         # rows/files the data readers skipped (reported once the run folder exists)
@@ -412,15 +413,13 @@ class Trainer:
                 flush=True,
             )
         for epoch in range(self.epoch, cfg.epochs):
-            if cfg.max_minutes is not None and self.train_time >= 60 * cfg.max_minutes:
+            spent = self._budget_spent()
+            if spent:
                 budget_reached = True
                 if self.is_main:
-                    print(
-                        f"time budget of {cfg.max_minutes:g} min reached after {self.epoch} epochs",
-                        flush=True,
-                    )
+                    print(f"{spent} reached after {self.epoch} epochs", flush=True)
                 break
-            t_epoch = time.perf_counter()
+            t_epoch, c_epoch = time.perf_counter(), time.process_time()
             tr = self.train_epoch(epoch)
             val = self.validate(self.splits["val"], cfg.limit_val_batches)
             lr = self.optimizer.param_groups[0]["lr"]
@@ -432,7 +431,9 @@ class Trainer:
                     self.scheduler.step()
             self.epoch = epoch + 1
             self.train_time += time.perf_counter() - t_epoch
-            row = {"epoch": self.epoch, "lr": lr, **tr, "train_time_total": self.train_time, "val_loss": val["loss"], "val_acc": val["accuracy"],
+            self.cpu_time += time.process_time() - c_epoch
+            row = {"epoch": self.epoch, "lr": lr, **tr, "train_time_total": self.train_time,
+                   "cpu_time_total": self.cpu_time, "val_loss": val["loss"], "val_acc": val["accuracy"],
                    "val_macro_f1": val["macro_f1"]}  # fmt: skip
             for c, d in val["per_class"].items():
                 for k in ("precision", "recall", "f1"):
@@ -467,15 +468,12 @@ class Trainer:
                         flush=True,
                     )
                 break
-        if (
-            cfg.max_minutes is not None
-            and self.train_time >= 60 * cfg.max_minutes
-            and self.epoch < cfg.epochs
-        ):
+        if self._budget_spent() and self.epoch < cfg.epochs:
             budget_reached = budget_reached or not stopped_early
         summary = {"epochs_run": self.epoch, "best_" + cfg.monitor: self.best if cfg.monitor == "val_acc" else -self.best,
                    "stopped_early": stopped_early, "budget_reached": budget_reached,
-                   "train_time_s": self.train_time, "session_time_s": time.perf_counter() - t_start,
+                   "train_time_s": self.train_time, "cpu_time_s": self.cpu_time,
+                   "session_time_s": time.perf_counter() - t_start,
                    "precision": self.precision, "threads": self.threads, "run_dir": str(self.run_dir)}  # fmt: skip
         if self.is_main:
             summary.update(self.finish())
@@ -483,6 +481,15 @@ class Trainer:
         if writer is not None:
             writer.close()
         return summary
+
+    def _budget_spent(self) -> str | None:
+        """Which time budget is used up ("time budget of 60 min" / "CPU budget of 60 CPU-min"), or None."""
+        cfg = self.cfg
+        if cfg.max_minutes is not None and self.train_time >= 60 * cfg.max_minutes:
+            return f"time budget of {cfg.max_minutes:g} min"
+        if cfg.max_cpu_minutes is not None and self.cpu_time >= 60 * cfg.max_cpu_minutes:
+            return f"CPU budget of {cfg.max_cpu_minutes:g} CPU-min"
+        return None
 
     def finish(self) -> dict:
         """Reload the best weights, evaluate the test splits, write reports, curves and the safetensors export."""
@@ -532,7 +539,8 @@ class Trainer:
             "model_name": self.model.model_name, "model_kwargs": self.model.model_kwargs,
             "classes": list(self.classes), "data_config": self.model.data_config.to_dict(),
             "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step, "best_metric": self.best,
-            "bad_epochs": self.bad_epochs, "train_time": self.train_time, "precision": self.precision,
+            "bad_epochs": self.bad_epochs, "train_time": self.train_time, "cpu_time": self.cpu_time,
+            "precision": self.precision,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": _plain(sched),
             "aux_loss": self.aux_loss.state_dict() if self.aux_loss is not None else None,
             "aux_optimizer": self.aux_opt.state_dict() if self.aux_opt is not None else None,
@@ -580,6 +588,9 @@ class Trainer:
         self.epoch, self.step, self.best = ck["epoch"], ck["step"], ck["best_metric"]
         self.bad_epochs = ck.get("bad_epochs", 0)
         self.train_time = float(ck.get("train_time", 0.0))
+        self.cpu_time = float(
+            ck.get("cpu_time", self.train_time)
+        )  # older checkpoints: wall time (an upper bound)
         self.history = list(ck.get("history", []))
         if self.is_main:
             print(f"resumed from {path} at epoch {self.epoch}", flush=True)
