@@ -71,7 +71,17 @@ def test_registry_entry():
     assert info.data.input_size == (4, 224, 224)
     assert info.data.lbp and info.data.color == "rgb"
     assert info.data.mean[:3] == (0.485, 0.456, 0.406) and len(info.data.mean) == 4
-    assert set(info.switches) == {"lbp", "asf", "mte"}
+    # table 5's three modules, and (issue 18) the encoder's depth and heads and the dropouts the paper tunes
+    assert set(info.switches) == {
+        "lbp",
+        "asf",
+        "mte",
+        "depth",
+        "num_heads",
+        "drop_rate",
+        "encoder_drop_rate",
+        "branch_weights",
+    }
     assert info.test_size == SIZE
 
 
@@ -267,3 +277,28 @@ def test_transfer_from_8_to_7_classes(tmp_path):
     assert sorted(res["mismatched"]) == ["head.bias", "head.weight"]
     torch.testing.assert_close(dst.encoder.layers[5].linear2.weight, src.encoder.layers[5].linear2.weight)
     torch.testing.assert_close(dst.fusion.proj_lbp.weight, src.fusion.proj_lbp.weight)
+
+
+def test_encoder_depth_heads_and_dropout_are_switches():
+    import ferlab
+
+    m = ferlab.create_model("aemt", img_size=64, depth=2, num_heads=4, drop_rate=0.3)
+    full = ferlab.create_model("aemt", img_size=64)
+    assert len(m.encoder.layers) == 2 and len(full.encoder.layers) == 6
+    attn = m.encoder.layers[0].self_attn
+    assert attn.num_heads == 4 and full.encoder.layers[0].self_attn.num_heads == 8
+    assert m.head_drop.p == 0.3 and full.head_drop.p == 0.5
+
+
+def test_branch_weights_load_from_a_local_resnet18_file(tmp_path):
+    import torchvision
+
+    import ferlab
+
+    rn = torchvision.models.resnet18(weights=None)
+    torch.save(rn.state_dict(), tmp_path / "resnet18.pth")
+    m = ferlab.create_model("aemt", img_size=64, branch_weights=str(tmp_path / "resnet18.pth"))
+    torch.testing.assert_close(m.rgb_branch.layer1[0].conv1.weight, rn.layer1[0].conv1.weight)
+    torch.testing.assert_close(m.lbp_branch.layer4[1].conv2.weight, rn.layer4[1].conv2.weight)
+    with pytest.raises(ConfigError, match="not found"):
+        ferlab.create_model("aemt", img_size=64, branch_weights=str(tmp_path / "missing.pth"))

@@ -303,3 +303,38 @@ def test_in_chans_and_small_input_guard():
         assert model.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 7)
     with pytest.raises(ValueError, match="img_size"):
         build(img_size=8)
+
+
+@pytest.mark.parametrize(
+    ("kw", "check"),
+    [
+        ({"lfa_split": False, "lfa_conv": "3x3"}, "one_plain"),  # table 6 row 1: 3x3 convs on the whole map
+        ({"lfa_conv": "3x3"}, "four_plain"),  # row 2: quadrants, 3x3 convs
+        ({"lfa_split": False}, "one_acb"),  # row 3: asymmetric convs, no split
+        ({"mgc_multiscale": False}, "no_multiscale"),  # table 7 row 2
+        ({"mgc_multiscale": False, "mgc_acmix": False}, "no_multiscale_no_acmix"),  # row 3
+    ],
+)
+def test_table6_and_table7_switches_change_the_network(kw, check):
+    import torch
+
+    from ferlab.models.gclenet import ACmix, AsymConvBlock, MultiScaleConv
+
+    full = ferlab.create_model("gclenet", img_size=64)
+    m = ferlab.create_model("gclenet", img_size=64, **kw)
+    lfa = m.lfa
+    n_acb = sum(isinstance(x, AsymConvBlock) for x in lfa.modules())
+    if check == "one_plain":
+        assert len(lfa.quadrants) == 1 and n_acb == 0
+    elif check == "four_plain":
+        assert len(lfa.quadrants) == 4 and n_acb == 0
+    elif check == "one_acb":
+        assert len(lfa.quadrants) == 1 and n_acb == 2
+    else:
+        assert len(lfa.quadrants) == 4 and n_acb == 8
+        assert not isinstance(m.mgc.multi_scale, MultiScaleConv)
+        assert isinstance(m.mgc.acmix, ACmix) == (check == "no_multiscale")
+    assert sum(p.numel() for p in m.parameters()) != sum(p.numel() for p in full.parameters())
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+    with pytest.raises(ferlab.ConfigError, match="lfa_conv='5x5'"):
+        ferlab.create_model("gclenet", img_size=64, lfa_conv="5x5")

@@ -217,8 +217,27 @@ def _cmd_list_models(args) -> int:
         print(f"no model matches {args.pattern!r}")
         return 1
     print(model_table(names, flops=not args.no_flops))
+    if "gclenet" in names:
+        print("\n" + gclenet_forms(flops=not args.no_flops))
     print("\n" + shipped_table())
     return 0
+
+
+def gclenet_forms(flops: bool = True) -> str:
+    """GCLENet's training and fused (test-time) forms side by side: the paper reports the fused one."""
+    from .models import create_model
+    from .models.profile import count_flops
+
+    m = create_model("gclenet").eval()
+    train_p = sum(p.numel() for p in m.parameters())
+    train_f = count_flops(m, (3, 224, 224)) / 1e9 if flops else None
+    m.fuse()
+    fused_p = sum(p.numel() for p in m.parameters())
+    fused_f = count_flops(m, (3, 224, 224)) / 1e9 if flops else None
+    f = (lambda v: f", {v:.3f} GFLOPs") if flops else (lambda v: "")
+    return (f"gclenet forms: training {train_p:,} params{f(train_f)}; fused for testing (GCLENet.fuse(), each "
+            f"asymmetric conv block folded into one 3x3 conv) {fused_p:,} params{f(fused_f)}. Paper 003 reports "
+            "the fused form (ResNet34 21.29 M, +LFA 21.58 M).")  # fmt: skip
 
 
 def shipped_table() -> str:
@@ -528,15 +547,16 @@ def _cmd_protocol(args) -> int:
     if args.kind == "kfold":
         res = protocols.run_kfold(cfg, k=args.k, group_key=args.group_key, split=args.split)
     elif args.kind == "repeats":
-        res = protocols.run_repeats(cfg, n=args.n)
+        res = protocols.run_repeats(cfg, n=args.n, group_key=args.group_key)
     elif args.kind == "transfer":
         if not args.finetune_config:
             raise FerlabError("transfer needs --finetune-config (the second stage's recipe)")
         res = protocols.run_transfer(cfg, load_config(args.finetune_config, args.overrides))
     else:
-        if not args.switches:
-            raise FerlabError("ablation needs --switches (the model's component switches)")
-        res = protocols.run_ablation(cfg, args.switches)
+        if not args.switches and not args.table:
+            tables = ", ".join(cfg.ablation) or "none in this config"
+            raise FerlabError(f"ablation needs --table NAME (the config's tables: {tables}) or --switches")
+        res = protocols.run_ablation(cfg, args.switches, table=args.table, repeats=args.repeats)
     print(Path(res["dir"], "protocol.md").read_text())
     return 0
 
@@ -940,11 +960,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="YAML recipe")
     s.add_argument("overrides", nargs="*", metavar="key=value")
     s.add_argument("--k", type=int, default=5, help="folds (kfold)")
-    s.add_argument("--group-key", help="metadata key keeping groups (e.g. subject) within one fold (kfold)")
+    s.add_argument("--group-key", help="metadata key keeping groups (e.g. subject) apart: kfold folds, and the "
+                   "held-out part repeats carve from data without a test split")  # fmt: skip
     s.add_argument("--split", help="split to cross-validate (default: the config's train split)")
     s.add_argument("--n", type=int, default=10, help="number of seeds (repeats)")
     s.add_argument("--finetune-config", help="second-stage recipe (transfer)")
-    s.add_argument("--switches", nargs="*", help="model switches to ablate (ablation)")
+    s.add_argument(
+        "--switches", nargs="*", help="model switches to ablate, every on/off combination (ablation)"
+    )
+    s.add_argument("--table", help="a named table of the config's ablation: block, e.g. table1 (ablation)")
+    s.add_argument(
+        "--repeats", type=int, default=1, help="runs per row, seeds seed..seed+N-1: Acc and Sta (ablation)"
+    )
     s.set_defaults(func=_cmd_protocol)
 
     s = sub.add_parser(

@@ -25,6 +25,20 @@ def stratified_split(
     return split.subset(np.sort(a), names[0]), split.subset(np.sort(b), names[1])
 
 
+def inner_split(split: Split, fraction: float = 0.2, seed: int = 0, group_key: str | None = None,
+                names=("train", "val")) -> tuple[Split, Split]:  # fmt: skip
+    """A validation part carved from ``split`` for model selection: stratified, and with ``group_key`` (e.g.
+    ``'subject'``) no group in both parts (one fold of a stratified group k-fold, k = round(1/fraction))."""
+    if group_key is None:
+        return stratified_split(split, fraction, seed, names)
+    if group_key not in split.meta:
+        raise DataError(f"split {split.name!r} has no {group_key!r} metadata to group by")
+    k = max(2, round(1 / fraction))
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    a, b = next(cv.split(np.zeros(len(split)), split.labels, np.asarray(split.meta[group_key])))
+    return split.subset(np.sort(a), names[0]), split.subset(np.sort(b), names[1])
+
+
 def kfold(
     split: Split, k: int = 5, seed: int = 0, group_key: str | None = None
 ) -> Iterator[tuple[Split, Split]]:

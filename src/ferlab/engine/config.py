@@ -94,6 +94,9 @@ class TrainConfig:
     #                                       that other jobs on the machine cannot eat into
     monitor: str = "val_acc"
     snapshot_epochs: list = field(default_factory=list)  # extra checkpoints for snapshot ensembles
+    ablation: dict = field(
+        default_factory=dict
+    )  # named ablation tables: {table: {row: {key: value, paper: {...}}}}
     fast_dev_run: bool = False
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
@@ -248,6 +251,11 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.val_split is None and not 0 < cfg.val_fraction < 1:
         raise ConfigError("val_split is null, so val_fraction must be in (0, 1)")
     AugmentConfig.from_dict(cfg.augment)
+    for t, rows in cfg.ablation.items():
+        if not isinstance(rows, dict) or not all(
+            isinstance(r, dict) for k, r in rows.items() if not k.startswith("_")
+        ):
+            raise ConfigError(f"ablation table {t!r} must map row names to mappings of settings")
     if cfg.loss == "soft_ce" and cfg.label_smoothing:
         raise ConfigError("loss 'soft_ce' trains on soft labels; label_smoothing must be 0 with it")
     if cfg.loss in ("center", "island") and cfg.sampler == "weighted" and cfg.class_weights != "none":
@@ -269,7 +277,7 @@ def validate(cfg: TrainConfig) -> None:
 RESUME_FREE = frozenset({
     "epochs", "max_minutes", "max_cpu_minutes", "early_stopping", "progress", "tensorboard", "threads", "resume", "resume_changed_ok",
     "eval_batch_size", "output_dir", "data_dir", "device", "test_splits", "snapshot_epochs", "limit_val_batches",
-    "compile", "compile_backend", "name",
+    "compile", "compile_backend", "name", "ablation",
 })  # fmt: skip
 
 

@@ -40,7 +40,10 @@ def _write(cfg: TrainConfig, kind: str, rows: list[dict], summary: dict, columns
     (out / "protocol.json").write_text(
         json.dumps({"protocol": kind, "rows": rows, "summary": summary}, indent=1)
     )
-    lines = [f"# {kind}: {cfg.run_name}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [f"# {kind}: {cfg.run_name}", ""]
+    if summary.get("scaling"):
+        lines += [f"Scale: {summary['scaling']}", ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
     lines += ["", *(f"- {k}: {_fmt(v)}" for k, v in summary.items())]
@@ -49,6 +52,8 @@ def _write(cfg: TrainConfig, kind: str, rows: list[dict], summary: dict, columns
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return "-"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
@@ -59,9 +64,15 @@ def _fit(cfg: TrainConfig, splits=None, classes=None) -> dict:
 
 
 def run_kfold(cfg: TrainConfig, k: int = 5, group_key: str | None = None, split: str | None = None) -> dict:
-    """k folds of the training split (or ``split``): train on k-1 folds, validate and test on the held-out one."""
+    """k folds of the training split (or ``split``), selected honestly.
+
+    Each fold trains on k-1 folds minus an inner validation part (``cfg.val_fraction`` of them, stratified,
+    and subject-grouped with ``group_key``), picks its epoch and early-stops on that inner part, and only then
+    is scored once on the held-out fold, which never influences training or selection. With ``group_key``
+    (e.g. ``'subject'`` for CK+) no group appears in two of the three parts.
+    """
     from ..data import load_dataset
-    from ..data.splits import kfold
+    from ..data.splits import inner_split, kfold
     from ..models import create_model
 
     ds = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs)
@@ -73,12 +84,14 @@ def run_kfold(cfg: TrainConfig, k: int = 5, group_key: str | None = None, split:
         sp = sp.load(size=dc.input_size[1], grayscale=dc.color == "gray")
     rows = []
     for i, (tr, te) in enumerate(kfold(sp, k=k, seed=cfg.seed, group_key=group_key)):
+        tr, val = inner_split(tr, cfg.val_fraction, seed=cfg.seed + i, group_key=group_key)
         tr.name = "train"
-        s = _fit(_sub(cfg, f"fold{i}"), {"train": tr, "val": te, "test:fold": te}, ds.classes)
+        s = _fit(_sub(cfg, f"fold{i}"), {"train": tr, "val": val, "test:fold": te}, ds.classes)
         rows.append(
             {
                 "fold": i,
                 "train": len(tr),
+                "val": len(val),
                 "test": len(te),
                 "accuracy": s.get("fold_acc"),
                 "macro_f1": s.get("fold_macro_f1"),
@@ -88,20 +101,55 @@ def run_kfold(cfg: TrainConfig, k: int = 5, group_key: str | None = None, split:
     f1 = [r["macro_f1"] for r in rows]
     summary = {"k": k, "accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
                "macro_f1_mean": float(np.mean(f1)), "macro_f1_std": float(np.std(f1))}  # fmt: skip
+    summary["selection"] = f"inner validation ({cfg.val_fraction:g} of the training folds" + (
+        f", grouped by {group_key})" if group_key else ")"
+    )
     return _write(
-        cfg, f"{k}-fold cross-validation", rows, summary, ["fold", "train", "test", "accuracy", "macro_f1"]
+        cfg,
+        f"{k}-fold cross-validation",
+        rows,
+        summary,
+        ["fold", "train", "val", "test", "accuracy", "macro_f1"],
     )
 
 
-def run_repeats(cfg: TrainConfig, n: int = 10, seeds=None, test_split: str | None = None) -> dict:
-    """N runs differing only in the seed; Acc/Sta of the test accuracy (paper 002)."""
+def run_repeats(
+    cfg: TrainConfig, n: int = 10, seeds=None, test_split: str | None = None, group_key: str | None = None,
+    test_fraction: float = 0.2,
+) -> dict:  # fmt: skip
+    """N runs differing only in the seed; Acc/Sta of the test accuracy (paper 002).
+
+    A dataset without a test split (CK+) gets one: ``test_fraction`` of its training split, stratified (and
+    grouped by ``group_key``, e.g. ``'subject'``), carved once with the config's seed and held out from every
+    run; each run then selects on its own validation part of the rest.
+    """
     seeds = list(seeds) if seeds is not None else [cfg.seed + i for i in range(n)]
     t = test_split or (cfg.test_splits[0] if cfg.test_splits else None)
+    splits = classes = None
     if t is None:
-        raise ConfigError("repeated runs need a test split (test_splits in the config)")
+        from ..data import load_dataset
+        from ..data.splits import inner_split
+        from ..models import create_model
+
+        ds = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs)
+        dc = create_model(cfg.model, num_classes=2, in_chans=cfg.in_chans, img_size=cfg.img_size,
+                          **cfg.model_kwargs).data_config  # fmt: skip
+        sp = ds.split(cfg.train_split)
+        if not sp.in_memory:
+            sp = sp.load(size=dc.input_size[1], grayscale=dc.color == "gray")
+        rest, held = inner_split(
+            sp, test_fraction, seed=cfg.seed, group_key=group_key, names=("train", "heldout")
+        )
+        t, classes = "heldout", ds.classes
     rows = []
     for s in seeds:
-        summ = _fit(_sub(cfg, f"seed{s}", seed=s, test_splits=[t]))
+        if classes is not None:
+            from ..data.splits import inner_split
+
+            tr, val = inner_split(rest, cfg.val_fraction, seed=s, group_key=group_key)
+            tr.name = "train"
+            splits = {"train": tr, "val": val, "test:heldout": held}
+        summ = _fit(_sub(cfg, f"seed{s}", seed=s, test_splits=[t]), splits, classes)
         rows.append(
             {
                 "seed": s,
@@ -115,45 +163,149 @@ def run_repeats(cfg: TrainConfig, n: int = 10, seeds=None, test_split: str | Non
                   ["seed", "accuracy", "macro_f1", "epochs"])  # fmt: skip
 
 
-def run_transfer(pre: TrainConfig, fine: TrainConfig) -> dict:
-    """Stage 1 trains ``pre``; stage 2 trains ``fine`` from stage 1's weights (head re-initialised)."""
+def run_transfer(pre: TrainConfig, fine: TrainConfig, reinit_head: bool = True) -> dict:
+    """Stage 1 trains ``pre``; stage 2 trains ``fine`` starting from stage 1's weights.
+
+    The classifier head is re-initialised for stage 2 when ``reinit_head`` (the default; the backbone is
+    transferred, the head learns the new task from scratch), or whenever the class counts differ (it cannot
+    be carried over then). With ``reinit_head=False`` and the same classes the trained head is kept too.
+    """
     if pre.model != fine.model:
         raise ConfigError(f"transfer needs one model; pre-training {pre.model!r}, fine-tuning {fine.model!r}")
     s1 = _fit(_sub(pre, "stage1_pretrain"))
     weights = Path(pre.run_dir) / "stage1_pretrain" / "model.safetensors"
+    if reinit_head:
+        weights = _without_head(weights)
     s2 = _fit(_sub(fine, "stage2_finetune", pretrained=str(weights), output_dir=str(pre.run_dir)))
     rows = [
         {"stage": "pre-train", "dataset": pre.dataset, **s1},
         {"stage": "fine-tune", "dataset": fine.dataset, **s2},
     ]
     cols = ["stage", "dataset", "epochs_run", *sorted({k for r in rows for k in r if k.endswith("_acc")})]
-    return _write(pre, "two-stage transfer", rows, {"weights": str(weights)}, cols)
+    return _write(pre, "two-stage transfer", rows, {"weights": str(weights), "head": "re-initialised" if reinit_head
+                  else "carried over when the classes match"}, cols)  # fmt: skip
 
 
-def run_ablation(cfg: TrainConfig, switches: list[str], settings: dict[str, dict] | None = None) -> dict:
-    """One run per setting: ``settings`` maps a label to switch values; default: every on/off combination."""
+def _without_head(weights: Path) -> Path:
+    """A copy of a ``.safetensors`` export without the classifier's tensors (so the next stage starts its
+    head from scratch); the keys are those ``reset_classifier`` re-creates."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from .checkpoint import load_model
+
+    model, _, _ = load_model(weights)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.reset_classifier(model.num_classes)
+    after = model.state_dict()
+    head = {
+        k
+        for k in before
+        if k in after and (before[k].shape != after[k].shape or not bool((before[k] == after[k]).all()))
+    }
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k not in head}  # noqa: SIM118
+    out = weights.with_name("model_without_head.safetensors")
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+def _apply(cfg: TrainConfig, overrides: dict) -> TrainConfig:
+    """``cfg`` with ``overrides`` (config keys, dotted keys such as ``model_kwargs.gcca``, or bare model
+    switches such as ``gcca``) applied and validated."""
+    from ..models import model_info
+    from .config import from_dict, merge
+
+    switches = set(model_info(overrides.get("model", cfg.model)).switches)
+    nested: dict = {}
+    for k, v in overrides.items():
+        if k in switches and k not in TrainConfig.__dataclass_fields__:
+            k = f"model_kwargs.{k}"
+        d = nested
+        parts = k.split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = v
+    return from_dict(merge(cfg.to_dict(), nested))
+
+
+def ablation_settings(cfg: TrainConfig, table: str | None = None, switches=None) -> tuple[dict, dict]:
+    """``({row: overrides}, {row: paper figures})`` of a named table of ``cfg.ablation``, or every on/off
+    combination of ``switches`` (model switches)."""
     from ..models import model_info
 
+    if table is not None:
+        if table not in cfg.ablation:
+            raise ConfigError(
+                f"no ablation table {table!r} in the config; tables: {', '.join(cfg.ablation) or '(none)'}"
+            )
+        rows = {k: dict(v) for k, v in cfg.ablation[table].items() if not k.startswith("_")}
+        paper = {k: rows[k].pop("paper", None) for k in rows}
+        return rows, paper
     valid = model_info(cfg.model).switches
+    switches = list(switches or [])
     bad = sorted(set(switches) - set(valid))
-    if bad:
+    if bad or not switches:
         raise ConfigError(f"model {cfg.model!r} has no switch(es) {bad}; valid: {', '.join(valid)}")
+    settings = {"".join("+" + s if on else "" for s, on in zip(switches, combo)) or "baseline": dict(zip(switches, combo))
+                for combo in itertools.product([False, True], repeat=len(switches))}  # fmt: skip
+    return settings, dict.fromkeys(settings)
+
+
+def _shown(v) -> str:
+    return "✓" if v is True else "✗" if v is False else str(v)
+
+
+def run_ablation(
+    cfg: TrainConfig, switches=None, settings: dict | None = None, table: str | None = None, repeats: int = 1,
+) -> dict:  # fmt: skip
+    """The paper's ablation table: one row per setting, ``repeats`` runs each (seeds ``seed .. seed+N-1``).
+
+    Settings come from ``settings`` (``{row: overrides}``), a named table of the config's ``ablation:``
+    block (``table``; rows may carry the paper's figures under ``paper: {acc, sta}``), or every on/off
+    combination of model ``switches``. Any config key can be a setting (``loss: island``, ``lr``, dotted
+    ``model_kwargs.gcca``); bare model switches go to ``model_kwargs``. Per row: mean test accuracy (Acc),
+    its population standard deviation over the repeats (Sta, paper 002 eq. 9), mean validation accuracy,
+    parameters, and the paper's figures beside them. Finished runs are reused on a rerun.
+    """
+    from ..models import create_model
+    from ..models.profile import count_params
+
+    if int(repeats) < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
+    paper: dict = {}
     if settings is None:
-        settings = {"".join("+" + s if on else "" for s, on in zip(switches, combo)) or "baseline": dict(zip(switches, combo))
-                    for combo in itertools.product([False, True], repeat=len(switches))}  # fmt: skip
+        settings, paper = ablation_settings(cfg, table, switches)
+    keys = list(dict.fromkeys(k for ov in settings.values() for k in ov))
     t = cfg.test_splits[0] if cfg.test_splits else None
     rows = []
-    for label, sw in settings.items():
-        kw = {**cfg.model_kwargs, **sw}
-        safe = label.replace("+", "p_").replace(" ", "_")
-        summ = _fit(_sub(cfg, f"ablation_{safe}", model_kwargs=kw))
-        from ..models import create_model
-        from ..models.profile import count_params
-
-        params = count_params(
-            create_model(cfg.model, num_classes=2, img_size=cfg.img_size, in_chans=cfg.in_chans, **kw)
-        )
-        rows.append({"setting": label, **{s: "✓" if kw.get(s) else "✗" for s in switches}, "params": params,
-                     "val_acc": summ.get("best_val_acc"), "test_acc": summ.get(f"{t}_acc") if t else None})  # fmt: skip
-    return _write(cfg, f"ablation of {', '.join(switches)}", rows, {"model": cfg.model, "test_split": t},
-                  ["setting", *switches, "params", "val_acc", "test_acc"])  # fmt: skip
+    for label, ov in settings.items():
+        run_cfg = _apply(cfg, ov)
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label.replace("+", "p_"))
+        accs, vals, runs = [], [], []
+        for r in range(int(repeats)):
+            seed = cfg.seed + r
+            summ = _fit(
+                _sub(run_cfg, f"ablation_{safe}_seed{seed}" if repeats > 1 else f"ablation_{safe}", seed=seed)
+            )
+            runs.append(summ)
+            vals.append(summ.get("best_val_acc"))
+            if t:
+                accs.append(summ.get(f"{t}_acc"))
+        acc, sta = acc_sta(accs) if accs else (None, None)  # in %, as the papers report them
+        acc, sta = (None, None) if acc is None else (100 * acc, 100 * sta)
+        params = count_params(create_model(run_cfg.model, num_classes=2, img_size=run_cfg.img_size,
+                                           in_chans=run_cfg.in_chans, **run_cfg.model_kwargs))  # fmt: skip
+        p = paper.get(label) or {}
+        rows.append({"setting": label, **{k: _shown(ov.get(k, "")) for k in keys}, "params": params,
+                     "runs": len(runs), "val_acc": float(np.mean([v for v in vals if v is not None])) if vals else None,
+                     "Acc": acc, "Sta": sta, "accs": accs, "paper_Acc": p.get("acc"), "paper_Sta": p.get("sta")})  # fmt: skip
+    summary = {"model": cfg.model, "dataset": cfg.dataset, "test_split": t, "img_size": cfg.img_size,
+               "epochs": cfg.epochs, "repeats": int(repeats),
+               "scaling": (cfg.ablation.get(table, {}).get("_scaling") if table else None) or "as the config"}  # fmt: skip
+    cols = ["setting", *keys, "params", "runs", "val_acc", "Acc", "Sta"]  # Acc, Sta in % of the test split
+    if any(r["paper_Acc"] is not None for r in rows):
+        cols += ["paper_Acc", "paper_Sta"]
+    title = f"ablation {table}" if table else f"ablation of {', '.join(keys)}"
+    return _write(cfg, title, rows, summary, cols)

@@ -367,7 +367,21 @@ def aemt(
     lbp: bool = True,
     asf: bool = True,
     mte: bool = True,
+    depth: int = 6,
+    num_heads: int = 8,
+    drop_rate: float = 0.5,
+    encoder_drop_rate: float = 0.1,
+    branch_weights: str | None = None,
     **kwargs,
 ) -> AEMT:
-    """Dual ResNet-18 (RGB + LBP) -> ASF -> 6-layer 8-head Transformer encoder -> FC (paper 000)."""
-    return AEMT(num_classes, in_chans, img_size, lbp=lbp, asf=asf, mte=mte)
+    """Dual ResNet-18 (RGB + LBP) -> ASF -> 6-layer 8-head Transformer encoder -> FC (paper 000).
+
+    Switches: ``lbp``, ``asf``, ``mte`` (table 5); ``depth``, ``num_heads`` (the encoder; the paper's 6 and
+    8), ``drop_rate`` (before the FC; the paper tunes 0.3-0.5) and ``encoder_drop_rate``. ``branch_weights``:
+    a local ImageNet ResNet-18 state dict (torchvision's ``resnet18-f37072fd.pth`` or timm's ``resnet18``
+    safetensors) loaded into both branches (:meth:`AEMT.load_branch_weights`); ferlab downloads nothing."""
+    model = AEMT(num_classes, in_chans, img_size, lbp=lbp, asf=asf, mte=mte, depth=depth, num_heads=num_heads,
+                 drop_rate=drop_rate, encoder_drop_rate=encoder_drop_rate)  # fmt: skip
+    if branch_weights:  # a local ImageNet ResNet-18 file for both branches (the paper's transfer learning)
+        model.load_branch_weights(branch_weights)
+    return model

@@ -90,6 +90,7 @@ import torchvision
 from timm.layers import ConvNormAct
 from torch import nn
 
+from ..errors import ConfigError
 from ._base import FERModel
 from ._registry import register_model
 
@@ -147,6 +148,14 @@ class AsymConvBlock(nn.Module):
         self.fused = conv
 
 
+LFA_CONVS = ("acb", "3x3")
+
+
+def _conv_bn(chs: int, k: int) -> nn.Sequential:
+    """A plain k x k conv + BN (what table 6's first two rows and table 7's ablated rows use)."""
+    return nn.Sequential(nn.Conv2d(chs, chs, k, padding=k // 2, bias=False), nn.BatchNorm2d(chs))
+
+
 class LocalFeatureEnhancement(nn.Module):
     """LFA local branch: four spatial quadrants, each through its own ACB -> ReLU -> ACB, re-assembled.
 
@@ -155,15 +164,18 @@ class LocalFeatureEnhancement(nn.Module):
     bottom-right), so any map of at least 2x2 works.
     """
 
-    def __init__(self, chs: int = 64, num_blocks: int = 2) -> None:
+    def __init__(self, chs: int = 64, num_blocks: int = 2, split: bool = True, conv: str = "acb") -> None:
         super().__init__()
+        if conv not in LFA_CONVS:
+            raise ConfigError(f"lfa_conv={conv!r}; valid: {', '.join(LFA_CONVS)}")
+        self.split = split
         self.quadrants = nn.ModuleList()
-        for _ in range(4):
+        for _ in range(4 if split else 1):
             layers: list[nn.Module] = []
             for i in range(num_blocks):
                 if i:
                     layers.append(nn.ReLU(inplace=True))
-                layers.append(AsymConvBlock(chs, chs))
+                layers.append(AsymConvBlock(chs, chs) if conv == "acb" else _conv_bn(chs, 3))
             self.quadrants.append(nn.Sequential(*layers))
 
     @staticmethod
@@ -172,6 +184,8 @@ class LocalFeatureEnhancement(nn.Module):
         return (h + 1) // 2, (w + 1) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.split:  # table 6, rows 1 and 3: the whole map through one stack
+            return self.quadrants[0](x)
         h0, w0 = self.split_sizes(x.shape[-2], x.shape[-1])
         parts = (x[..., :h0, :w0], x[..., :h0, w0:], x[..., h0:, :w0], x[..., h0:, w0:])
         tl, tr, bl, br = (f(p) for f, p in zip(self.quadrants, parts))
@@ -292,11 +306,14 @@ class MultiScaleGlobalAssociation(nn.Module):
         num_heads: int = 4,
         kernel_att: int = 7,
         kernel_conv: int = 3,
+        multi_scale: bool = True,
+        acmix: bool = True,
     ) -> None:
         super().__init__()
         self.pre_conv = ConvNormAct(chs, chs, 3) if pre_conv else nn.Identity()
-        self.multi_scale = MultiScaleConv(chs, num_groups)
-        self.acmix = ACmix(chs, chs, num_heads, kernel_att, kernel_conv)
+        # table 7: each part can be replaced by the 3x3 conv-BN-ReLU it stands in for
+        self.multi_scale = MultiScaleConv(chs, num_groups) if multi_scale else ConvNormAct(chs, chs, 3)
+        self.acmix = ACmix(chs, chs, num_heads, kernel_att, kernel_conv) if acmix else _conv_bn(chs, 3)
         self.bn = nn.BatchNorm2d(chs)
         self.act = nn.ReLU(inplace=True)
 
@@ -316,6 +333,10 @@ class GCLENet(FERModel):
         mgc_pre_conv: the MA-Net-style 3x3 conv at the start of the MGC (see the module docstring).
         num_heads: ACmix heads.
         kernel_att: ACmix attention window.
+        lfa_split: cut the map into four quadrants with their own convs (table 6; False: the whole map).
+        lfa_conv: ``'acb'`` (asymmetric conv blocks, the paper's LFA) or ``'3x3'`` (plain conv + BN; table 6).
+        mgc_multiscale: the multi-scale conv of eq. 2 (False: a 3x3 conv-BN-ReLU instead; table 7 row 2).
+        mgc_acmix: the fused convolution self-attention (False: a 3x3 conv-BN instead; table 7 row 3).
     """
 
     gradcam_layer = "layer4"
@@ -329,6 +350,10 @@ class GCLENet(FERModel):
         mgc_pre_conv: bool = True,
         num_heads: int = 4,
         kernel_att: int = 7,
+        lfa_split: bool = True,
+        lfa_conv: str = "acb",
+        mgc_multiscale: bool = True,
+        mgc_acmix: bool = True,
     ) -> None:
         super().__init__()
         rn = torchvision.models.resnet34(weights=None)
@@ -338,9 +363,16 @@ class GCLENet(FERModel):
         if in_chans != 3:
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.bn1, self.relu, self.maxpool = rn.bn1, rn.relu, rn.maxpool
-        self.lfa = LocalFeatureEnhancement(64) if lfa else None
+        self.lfa = LocalFeatureEnhancement(64, split=lfa_split, conv=lfa_conv) if lfa else None
         self.mgc = (
-            MultiScaleGlobalAssociation(64, pre_conv=mgc_pre_conv, num_heads=num_heads, kernel_att=kernel_att)
+            MultiScaleGlobalAssociation(
+                64,
+                pre_conv=mgc_pre_conv,
+                num_heads=num_heads,
+                kernel_att=kernel_att,
+                multi_scale=mgc_multiscale,
+                acmix=mgc_acmix,
+            )
             if mgc
             else None
         )
@@ -391,10 +423,21 @@ class GCLENet(FERModel):
 @register_model(
     paper="003: GCLENet/LSDC-FER (Electronics 2024)", input_size=(3, 224, 224), color="rgb", test_size=64
 )
-def gclenet(num_classes: int = 7, in_chans: int = 3, img_size: int = 224, lfa: bool = True, mgc: bool = True):
-    """GCLENet: ResNet34 + LFA (quadrant ACBs) + MGC (multi-scale conv + ACmix); 21.85 M (21.65 M fused)."""
+def gclenet(
+    num_classes: int = 7, in_chans: int = 3, img_size: int = 224, lfa: bool = True, mgc: bool = True,
+    lfa_split: bool = True, lfa_conv: str = "acb", mgc_multiscale: bool = True, mgc_acmix: bool = True,
+    mgc_pre_conv: bool = True, num_heads: int = 4, kernel_att: int = 7,
+):  # fmt: skip
+    """GCLENet: ResNet34 + LFA (quadrant ACBs) + MGC (multi-scale conv + ACmix); 21.85 M (21.65 M fused).
+
+    Switches: ``lfa``, ``mgc`` (table 5); ``lfa_split``, ``lfa_conv`` (table 6); ``mgc_multiscale``,
+    ``mgc_acmix`` (table 7); ``mgc_pre_conv``, ``num_heads``, ``kernel_att`` (our reading of the MGC)."""
     if img_size < 16:
         raise ValueError(
             f"gclenet needs img_size >= 16 (the ACmix window is reflection padded), got {img_size}"
         )
-    return GCLENet(num_classes=num_classes, in_chans=in_chans, lfa=lfa, mgc=mgc)
+    return GCLENet(
+        num_classes=num_classes, in_chans=in_chans, lfa=lfa, mgc=mgc, mgc_pre_conv=mgc_pre_conv,
+        num_heads=num_heads, kernel_att=kernel_att, lfa_split=lfa_split, lfa_conv=lfa_conv,
+        mgc_multiscale=mgc_multiscale, mgc_acmix=mgc_acmix,
+    )  # fmt: skip
