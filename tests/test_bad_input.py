@@ -243,3 +243,15 @@ def test_dataset_commands_report_and_keep_going(folder_dataset, tmp_path, capsys
     assert "skipped" in err and "bomb900.png" in err
     assert "bomb900.png" in (tmp_path / "r" / "skipped.txt").read_text()
     assert _snapshot(folder_dataset) == before  # no input changed
+
+
+def test_datasets_command_names_the_skipped_rows(tmp_path, capsys):
+    good = " ".join(["128"] * 2304)
+    lines = [b"emotion,pixels,Usage", f"3,{good},Training".encode(), b"2,\xff\xfe 1 2,Training",
+             f"9,{good},Training".encode(), f"0,{good},PrivateTest".encode(), f"1,{good},PublicTest".encode()]  # fmt: skip
+    root = tmp_path / "data"
+    (root / "fer2013").mkdir(parents=True)
+    (root / "fer2013" / "fer2013.csv").write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["datasets", "--data-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 items" in out and "row 1 " in out and "row 2 " in out and "out of range 0..6" in out
