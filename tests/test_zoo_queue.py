@@ -100,3 +100,16 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
     assert "70.00 %" in text and (tmp_path / "docs" / "zoo_curves.png").stat().st_size > 10_000
     assert main(["zoo", "status", "--queue", str(queue)]) == 0
     assert "tiny-a" in capsys.readouterr().out
+
+
+def test_overrides_may_follow_options(queue, monkeypatch):
+    """`ferlab zoo train --threads 1 epochs=1` and the same with the override first both reach the queue."""
+    import ferlab.engine.queue as q
+
+    seen = []
+    monkeypatch.setattr(q, "run_queue", lambda path, only=None, overrides=None: seen.append(overrides) or [])
+    assert main(["zoo", "train", "--queue", str(queue), "--threads", "1", "epochs=1"]) == 0
+    assert main(["zoo", "train", "epochs=1", "--queue", str(queue), "--threads", "1"]) == 0
+    assert seen[0] == seen[1] == ["epochs=1", "threads=1"]
+    with pytest.raises(SystemExit):
+        main(["zoo", "train", "--queue", str(queue), "--bogus"])
