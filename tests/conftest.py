@@ -51,8 +51,8 @@ def tiny_weights(tmp_path_factory) -> Path:
     the shipped models' accuracy is tested on real data in ``test_shipped.py``.
     """
     import ferlab
-    from ferlab.engine.checkpoint import export_weights
     from ferlab.labels import CANONICAL
+    from ferlab.runtime.files import export_weights
 
     torch.manual_seed(0)
     model = ferlab.create_model("fernet_xs", num_classes=7).eval()

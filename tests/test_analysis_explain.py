@@ -44,7 +44,7 @@ def test_gradcam_map_every_model(name):
 
 
 def test_gradcam_plus_plus_and_overlay(tiny_weights):
-    from ferlab.engine.checkpoint import load_model
+    from ferlab.runtime.files import load_model
 
     model, _, _ = load_model(tiny_weights)
     crop = np.random.default_rng(1).integers(0, 256, (60, 60, 3), dtype=np.uint8)

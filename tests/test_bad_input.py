@@ -24,7 +24,7 @@ from PIL import Image
 
 from ferlab.cli import main
 from ferlab.errors import ConfigError, ImageReadError
-from ferlab.inference import WEIGHTS_DIR
+from ferlab.infer.recognizer import WEIGHTS_DIR
 from ferlab.io import read_image
 
 ASTRONAUT = WEIGHTS_DIR.parent / "assets" / "astronaut.jpg"
@@ -112,7 +112,7 @@ def test_predict_batch_survives_every_bad_file(corpus, tmp_path, capsys):
 
 def test_video_with_a_non_utf8_name(tmp_path):
     from ferlab import Recognizer
-    from ferlab.predict import predict_video
+    from ferlab.infer.predict import predict_video
 
     frame = cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
     plain = tmp_path / "clip.avi"
@@ -146,7 +146,7 @@ def test_fer2013_csv_with_bad_bytes_and_a_huge_field(tmp_path):
 def test_damaged_weights_files_are_one_line(tmp_path, tiny_weights, capsys):
     from safetensors.torch import save_file
 
-    from ferlab.engine.checkpoint import load_model
+    from ferlab.runtime.files import load_model
 
     cases = {}
     cases["garbage.safetensors"] = b"\x00\x01garbage" * 10

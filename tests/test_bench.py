@@ -6,7 +6,7 @@ import numpy as np
 
 
 def test_bench_predict_reports_every_figure(tiny_weights):
-    from ferlab.bench import bench_photos, bench_predict, format_predict_rows
+    from ferlab.analysis.bench import bench_photos, bench_predict, format_predict_rows
 
     photo = bench_photos((320, 240))
     assert photo.shape == (240, 320, 3) and photo.dtype == np.uint8
@@ -22,7 +22,7 @@ def test_bench_predict_reports_every_figure(tiny_weights):
 
 
 def test_bench_train_auto_batch_and_time_budget():
-    from ferlab.bench import auto_batch_size, bench_train, format_rows
+    from ferlab.analysis.bench import auto_batch_size, bench_train, format_rows
 
     assert [auto_batch_size(g) for g in (0.2, 1.0, 3.6, 10.0, 122.0)] == [64, 64, 16, 16, 8]
     row = bench_train("smallcnn_tiny", batch_size=None, threads=1, repeats=1, min_time=0.05)
@@ -36,7 +36,7 @@ def test_bench_train_flops_are_three_forward_passes_for_grouped_convs():
     """torch 2.14's counter overstates grouped-conv backward; bench_train must count 3x the forward."""
     import torch
 
-    from ferlab.bench import bench_train
+    from ferlab.analysis.bench import bench_train
     from ferlab.models import create_model
     from ferlab.models.profile import count_flops
 
@@ -47,7 +47,7 @@ def test_bench_train_flops_are_three_forward_passes_for_grouped_convs():
 
 
 def test_detection_photos_paste_known_faces():
-    from ferlab.bench import detection_photos
+    from ferlab.analysis.bench import detection_photos
 
     faces = np.random.default_rng(1).integers(0, 256, (8, 48, 48), dtype=np.uint8)
     photos = detection_photos(faces, n=6, size=(320, 240), face_sizes=(48, 96), per_photo=(2, 3), seed=0)
@@ -66,7 +66,7 @@ def test_detection_photos_paste_known_faces():
 
 
 def test_match_detections_known_answers():
-    from ferlab.bench import match_detections
+    from ferlab.analysis.bench import match_detections
 
     truth = [(0, 0, 100, 100), (200, 200, 260, 260)]
     assert match_detections(truth, [(10, 10, 100, 100)]) == (1, 0)
@@ -77,7 +77,7 @@ def test_match_detections_known_answers():
 
 
 def test_bench_detect_recall_and_false_faces():
-    from ferlab.bench import bench_detect, detection_photos, format_detect_rows
+    from ferlab.analysis.bench import bench_detect, detection_photos, format_detect_rows
     from ferlab.faces.detect import FaceDetector
     from ferlab.faces.geometry import Face
 

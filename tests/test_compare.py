@@ -32,7 +32,7 @@ def test_fer_port_scores_like_fer_on_real_faces(fer, fer2013):
 
 
 def test_fer_port_finds_the_astronaut(fer):
-    from ferlab.bench import bench_photos
+    from ferlab.analysis.bench import bench_photos
 
     faces = fer.predict(bench_photos((512, 512)))
     assert len(faces) == 1

@@ -19,11 +19,11 @@ import torch
 
 import ferlab
 from ferlab import labels as L
-from ferlab.data.expand import expand
 from ferlab.data.registry import DATASETS
 from ferlab.engine import Trainer, load_config
 from ferlab.engine import optim as optim_mod
-from ferlab.engine.checkpoint import export_weights
+from ferlab.runtime.files import export_weights
+from ferlab.transforms.expand import expand
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("**/*.yaml"))

@@ -12,10 +12,10 @@ import ferlab
 from ferlab import labels as L
 from ferlab.data import balance, splits
 from ferlab.data.cache import load_cached, save_dataset
-from ferlab.data.expand import expand, expand_paper002, expand_per_class
 from ferlab.data.ferplus import votes_to_targets
 from ferlab.errors import ConfigError, DataError, ImageReadError
 from ferlab.io import SkipReport, read_image
+from ferlab.transforms.expand import expand, expand_paper002, expand_per_class
 
 # ---------------------------------------------------------------- real FER2013 (../shared/data)
 

@@ -19,8 +19,8 @@ from ferlab.engine import (
 )
 from ferlab.engine.config import from_dict
 from ferlab.engine.losses import IslandLoss
-from ferlab.engine.metrics import expected_calibration_error
 from ferlab.errors import ConfigError, DataError
+from ferlab.runtime.metrics import expected_calibration_error
 
 
 def _random_splits(n=64, side=48, classes=L.SEVEN, seed=0):

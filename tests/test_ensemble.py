@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 import ferlab
 from ferlab.data.base import FERDataset
-from ferlab.engine.checkpoint import FORMAT, atomic_save, export_weights, load_model
-from ferlab.ensemble import (
+from ferlab.errors import ConfigError
+from ferlab.infer.ensemble import (
     Ensemble,
     combine_probs,
     disagreement_matrix,
@@ -23,7 +23,7 @@ from ferlab.ensemble import (
     save_ensemble,
     snapshot_members,
 )
-from ferlab.errors import ConfigError
+from ferlab.runtime.files import FORMAT, atomic_save, export_weights, load_model
 from ferlab.transforms import create_transform
 
 METHODS = ("mean", "logit", "vote", "weighted")
@@ -189,7 +189,7 @@ def test_two_identical_members_equal_the_member(sample):
     m = _model()
     imgs = sample["test"].images[:100]
     ref = m.eval()
-    from ferlab.engine.evaluate import predict_probs
+    from ferlab.runtime.predict import predict_probs
 
     p_ref = predict_probs(ref, imgs)
     x = create_transform(m.data_config)(imgs)
@@ -263,7 +263,7 @@ def test_mixed_input_members_save_load_round_trip(tmp_path, sample, tiny_weights
 
 
 def test_recognizer_and_evaluate_accept_a_saved_ensemble(tmp_path, sample, tiny_weights):
-    from ferlab.engine.evaluate import evaluate_model
+    from ferlab.runtime.evaluate import evaluate_model
 
     ens = Ensemble([tiny_weights, _model("smallcnn_tiny", seed=5)], "vote")
     path = save_ensemble(ens, tmp_path / "vote.safetensors")

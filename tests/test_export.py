@@ -8,10 +8,10 @@ import torch
 
 import ferlab
 from ferlab.cli import main
-from ferlab.engine.evaluate import predict_probs
 from ferlab.errors import ConfigError
-from ferlab.export import OnnxModel, _model_bytes, check_parity, export_onnx, read_metadata
+from ferlab.infer.onnx import OnnxModel, _model_bytes, check_parity, export_onnx, read_metadata
 from ferlab.labels import CANONICAL
+from ferlab.runtime.predict import predict_probs
 
 TOL = 1e-4
 
@@ -24,7 +24,7 @@ def faces(fer2013):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_weights):
-    from ferlab.engine.checkpoint import load_model
+    from ferlab.runtime.files import load_model
 
     return load_model(tiny_weights)[0]
 

@@ -19,6 +19,7 @@ from skimage import data as skdata
 import ferlab
 from ferlab import labels as L
 from ferlab.cli import main
+from ferlab.data.balance import draw_weights
 from ferlab.data.cache import load_cached, save_dataset
 from ferlab.errors import ConfigError, DataError
 from ferlab.generate import (
@@ -33,7 +34,6 @@ from ferlab.generate import (
     merge_synthetic,
     plan_generation,
     real_only,
-    sampling_weights,
     write_dataset,
 )
 from ferlab.generate.postprocess import SyntheticFaces
@@ -429,7 +429,7 @@ def test_synthetic_weight_in_the_sampler(tmp_path):
         [trainer(synthetic_weight=0.25, sampler="weighted").epoch_indices(e) for e in range(20)]
     )
     assert 0.45 < (labels[draws] == 1).mean() < 0.55  # classes still balanced
-    w = sampling_weights(labels, 7, True, np.where(syn, 0.25, 1.0))
+    w = draw_weights(labels, 7, True, np.where(syn, 0.25, 1.0))
     assert np.isclose(w[labels == 0].sum(), w[labels == 1].sum())
     assert len(trainer(synthetic_weight=0.0).train_split) == 120
     with pytest.raises(ConfigError, match="synthetic_weight"):

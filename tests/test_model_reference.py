@@ -6,7 +6,7 @@ import pytest
 
 from ferlab.cli import main
 from ferlab.errors import ConfigError
-from ferlab.inference import WEIGHTS_DIR, resolve_model
+from ferlab.infer.recognizer import WEIGHTS_DIR, resolve_model
 
 ASTRONAUT = str(WEIGHTS_DIR.parent / "assets" / "astronaut.jpg")
 
@@ -17,7 +17,7 @@ def test_architecture_name_says_it_has_no_weights():
 
 
 def test_onnx_files_resolve_to_onnx_runtime(tmp_path, tiny_weights):
-    from ferlab.export import OnnxModel, export_onnx
+    from ferlab.infer.onnx import OnnxModel, export_onnx
 
     path = export_onnx(str(tiny_weights), tmp_path / "tiny.onnx")
     m = resolve_model(str(path), threads=1)
@@ -50,7 +50,7 @@ def test_list_models_names_the_shipped_weights(capsys):
 
 def test_onnx_file_and_shipped_names_work_as_models(tiny_weights):
     from ferlab import Recognizer
-    from ferlab.ensemble import Ensemble
+    from ferlab.infer.ensemble import Ensemble
 
     r = Recognizer(str(WEIGHTS_DIR / "fast.int8.onnx"), threads=1)  # backend follows the file
     assert r.backend == "onnx-int8" and r.precision == "int8"

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ferlab.cli import main
-from ferlab.inference import WEIGHTS_DIR
+from ferlab.infer.recognizer import WEIGHTS_DIR
 
 
 def _sha(p) -> str:

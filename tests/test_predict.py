@@ -17,9 +17,7 @@ from skimage import data as skdata
 
 from ferlab.cli import main
 from ferlab.errors import ConfigError, ImageReadError
-from ferlab.inference import FacePrediction, Recognizer
-from ferlab.labels import CANONICAL
-from ferlab.predict import (
+from ferlab.infer.predict import (
     EXAMPLE_IMAGE,
     FaceTracker,
     PredictSummary,
@@ -30,6 +28,8 @@ from ferlab.predict import (
     predict_paths,
     predict_video,
 )
+from ferlab.infer.recognizer import FacePrediction, Recognizer
+from ferlab.labels import CANONICAL
 
 CLASSES = CANONICAL[:7]
 
@@ -342,9 +342,9 @@ def test_help_mentions_predict(capsys):
 def test_same_face_same_probabilities_alone_and_in_a_batch():
     """A face scores the same alone and batched with faces of other photos (fp32, within 1e-4)."""
     from ferlab import Recognizer
-    from ferlab.inference import WEIGHTS_DIR
+    from ferlab.infer.predict import classify_images
+    from ferlab.infer.recognizer import WEIGHTS_DIR
     from ferlab.io import read_image
-    from ferlab.predict import classify_images
 
     astro = read_image(WEIGHTS_DIR.parent / "assets" / "astronaut.jpg")
     big = np.ascontiguousarray(np.pad(astro, ((100, 100), (300, 300), (0, 0)), mode="edge"))
@@ -361,9 +361,9 @@ def test_same_face_same_probabilities_alone_and_in_a_batch():
 
 def test_annotation_with_several_faces_keeps_every_face_visible():
     """Legends of several faces go beside (or under) the picture: no legend covers a face or another legend."""
-    from ferlab.inference import FacePrediction
+    from ferlab.infer.predict import annotate
+    from ferlab.infer.recognizer import FacePrediction
     from ferlab.labels import CANONICAL
-    from ferlab.predict import annotate
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ferlab.serve import MAX_UPLOAD, create_app
+from ferlab.infer.serve import MAX_UPLOAD, create_app
 
 
 def _jpeg(arr: np.ndarray) -> bytes:

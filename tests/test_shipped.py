@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferlab.inference import PRETRAINED, list_pretrained
+from ferlab.infer.recognizer import PRETRAINED, list_pretrained
 
 #: shipped name -> (dataset of its test sample, accuracy floor)
 FLOORS = {"default": ("fer2013", 0.70), "fast": ("fer2013", 0.64), "ferplus": ("ferplus", 0.85)}
@@ -55,7 +55,7 @@ def test_shipped_model_scores_above_floor(name, private_samples):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_are_small_and_described(name):
-    from ferlab.inference import load_default, pretrained_path
+    from ferlab.infer.recognizer import load_default, pretrained_path
 
     assert pretrained_path(name).stat().st_size <= 25 * 2**20
     model = load_default(name)
@@ -64,7 +64,7 @@ def test_shipped_weights_are_small_and_described(name):
 
 def test_unknown_or_missing_shipped_name_is_one_line():
     from ferlab import ConfigError
-    from ferlab.inference import load_default
+    from ferlab.infer.recognizer import load_default
 
     with pytest.raises(ConfigError, match="unknown shipped model 'nope'; valid: default, fast, ferplus"):
         load_default("nope")
@@ -81,8 +81,8 @@ def test_shipped_int8_matches_its_weights_and_accuracy(name, private_samples):
     import json
 
     from ferlab import Recognizer
-    from ferlab.export import OnnxModel
-    from ferlab.inference import pretrained_int8_path, pretrained_path
+    from ferlab.infer.onnx import OnnxModel
+    from ferlab.infer.recognizer import pretrained_int8_path, pretrained_path
 
     path = pretrained_int8_path(name)
     assert path is not None, f"weights/{name}.int8.onnx is missing"

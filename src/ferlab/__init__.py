@@ -10,10 +10,9 @@ Public API::
     ferlab.Recognizer().predict("photo.jpg")    # faces with box, label and probabilities
 """
 
+from ._version import __version__
 from .errors import ConfigError, DataError, FerlabError, ImageReadError
 from .labels import CANONICAL
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name):  # lazy: importing ferlab stays cheap (no torch until needed)
@@ -33,11 +32,11 @@ def __getattr__(name):  # lazy: importing ferlab stays cheap (no torch until nee
 
         return getattr(data, name)
     if name in ("Recognizer", "FacePrediction", "load_default", "list_pretrained"):
-        from . import inference
+        from .infer import recognizer as inference
 
         return getattr(inference, name)
     if name in ("Ensemble", "load_ensemble", "save_ensemble"):
-        from . import ensemble
+        from .infer import ensemble
 
         return getattr(ensemble, name)
     if name in ("create_transform",):

@@ -118,7 +118,7 @@ def _dataset_sources(name: str, data_dir) -> list[Path]:
 def _cmd_export(args) -> int:
     import hashlib
 
-    from .export import (
+    from .infer.onnx import (
         OnnxModel,
         calibration_faces,
         check_parity,
@@ -126,7 +126,7 @@ def _cmd_export(args) -> int:
         parity_faces,
         quantize_int8,
     )  # fmt: skip
-    from .inference import PRETRAINED, pretrained_path, resolve_model
+    from .infer.recognizer import PRETRAINED, pretrained_path, resolve_model
     from .io import write_atomic
 
     ref = args.checkpoint or args.model
@@ -155,7 +155,7 @@ def _cmd_export(args) -> int:
         f"classes: {', '.join(onnx_model.classes)})"
     )
     if args.quantize:
-        from .engine.evaluate import predict_probs
+        from .runtime.predict import predict_probs
 
         agree = float(
             (predict_probs(model, images).argmax(1) == onnx_model.predict_probs(images).argmax(1)).mean()
@@ -173,7 +173,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from .serve import run
+    from .infer.serve import run
 
     run(
         args.host,
@@ -247,7 +247,7 @@ def shipped_table() -> str:
     from safetensors import safe_open
 
     from .data.balance import format_table
-    from .inference import list_pretrained, pretrained_int8_path, pretrained_path
+    from .infer.recognizer import list_pretrained, pretrained_int8_path, pretrained_path
 
     rows = []
     for name in list_pretrained(available_only=True):
@@ -334,9 +334,9 @@ def _cmd_evaluate(args) -> int:
     import glob
 
     from .data import load_dataset
-    from .engine.evaluate import evaluate_model, write_report
     from .hardware import configure_threads
-    from .inference import PRETRAINED, resolve_model
+    from .infer.recognizer import PRETRAINED, resolve_model
+    from .runtime.evaluate import evaluate_model, write_report
 
     configure_threads(args.threads)
     paths = []
@@ -346,9 +346,9 @@ def _cmd_evaluate(args) -> int:
             raise FerlabError(f"no checkpoint matches {c!r}")
         paths += hits
     ds = load_dataset(args.dataset, args.data_dir)
-    from .generate.merge import mark_synthetic, real_only
+    from .data.synthetic import mark_synthetic
 
-    split = real_only(mark_synthetic(ds).split(args.split))  # evaluation scores real faces only
+    split = mark_synthetic(ds).split(args.split).real_only()  # evaluation scores real faces only
     rows = []
     for p in paths:
         model = resolve_model(p, args.threads)  # shipped names, run folders, .pt, .safetensors, .onnx alike
@@ -397,7 +397,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_bench_predict(args) -> int:
-    from .bench import bench_predict, format_predict_rows
+    from .analysis.bench import bench_predict, format_predict_rows
 
     faces = None
     try:  # real FER2013 PrivateTest crops when the data is there; random crops otherwise (said in the table)
@@ -428,7 +428,7 @@ FER_HAAR = "haar:min_size=50,max_side=null"  # the settings the `fer` package us
 
 
 def _cmd_bench_detect(args) -> int:
-    from .bench import bench_detect, detection_photos, format_detect_rows
+    from .analysis.bench import bench_detect, detection_photos, format_detect_rows
     from .data import load_dataset
     from .faces.detect import create_detector
 
@@ -479,7 +479,7 @@ def _cmd_bench_compare(args) -> int:
 
 
 def _cmd_bench_closeups(args) -> int:
-    from .bench import bench_closeups, closeup_photos, format_closeup_rows
+    from .analysis.bench import bench_closeups, closeup_photos, format_closeup_rows
     from .data import load_dataset
     from .faces.detect import create_detector
     from .hardware import configure_threads
@@ -503,7 +503,7 @@ def _cmd_bench_closeups(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import bench_train, format_rows
+    from .analysis.bench import bench_train, format_rows
     from .models import list_models
 
     if args.what == "closeups":
@@ -566,8 +566,7 @@ def _cmd_predict(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from .inference import Recognizer
-    from .predict import (
+    from .infer.predict import (
         AnnotationWriter,
         CsvWriter,
         JsonlWriter,
@@ -576,6 +575,7 @@ def _cmd_predict(args) -> int:
         predict_paths,
         predict_video,
     )
+    from .infer.recognizer import Recognizer
 
     if not args.inputs and args.camera is None:
         raise FerlabError("nothing to predict: give image/video files, folders or patterns, or --camera N")
@@ -642,7 +642,7 @@ def _cmd_predict(args) -> int:
 def _cmd_ensemble(args) -> int:
     import glob
 
-    from .ensemble import run_ensemble, save_ensemble, snapshot_members, write_ensemble_report
+    from .infer.ensemble import run_ensemble, save_ensemble, snapshot_members, write_ensemble_report
 
     members = []
     for c in args.members or []:
@@ -757,7 +757,7 @@ def _cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .inference import PRETRAINED
+    from .infer.recognizer import PRETRAINED
 
     shipped = ", ".join(PRETRAINED)
     p = argparse.ArgumentParser(

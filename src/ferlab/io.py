@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError
+from .errors import ConfigError, ImageReadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
@@ -257,3 +257,38 @@ def write_atomic(data: bytes | str, path: str | Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _check_image(img) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)) or img.size == 0:
+        raise ImageReadError(f"array of shape {img.shape} is not an image ([H,W] or [H,W,3] expected)")
+    if img.dtype != np.uint8:
+        raise ImageReadError(f"image of dtype {img.dtype}; uint8 expected (use ferlab.io.as_array)")
+    return img
+
+
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if int(h) < 1 or int(w) < 1:
+        raise ConfigError(f"size {size!r} must be positive (an int or (height, width))")
+    return int(h), int(w)
+
+
+def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 image to ``size`` (an int for a square, or ``(height, width)``).
+
+    Uses area interpolation when shrinking (no aliasing) and bilinear when growing. Grayscale stays
+    ``[H, W]`` and colour stays ``[H, W, C]``.
+    """
+    img = _check_image(img)
+    h, w = _hw(size)
+    if img.shape[:2] == (h, w):
+        return img.copy()
+    import cv2
+
+    shrink = h * w < img.shape[0] * img.shape[1]
+    out = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if img.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
+        out = out[..., None]
+    return out

@@ -35,7 +35,7 @@ def checkpoint_label(path: str | Path) -> str:
 def load_checkpoints(specs) -> list[tuple[str, object]]:
     """``[(label, model)]`` for checkpoint paths/globs (models in eval mode with ``.classes``); repeated
     labels get ``#2``, ``#3``."""
-    from ..inference import resolve_model
+    from ..infer.recognizer import resolve_model
 
     out, seen = [], {}
     for p in expand_checkpoints(specs):

@@ -156,8 +156,8 @@ def interleaved(systems: list[System], what: str, arg, n_items: int, rounds: int
 
 
 def ferlab_system(model: str, backend: str, threads: int, batch_size: int = 128) -> System:
-    """ferlab's :class:`~ferlab.inference.Recognizer` as a contestant (BlazeFace for photos)."""
-    from ..inference import Recognizer
+    """ferlab's :class:`~ferlab.infer.recognizer.Recognizer` as a contestant (BlazeFace for photos)."""
+    from ..infer.recognizer import Recognizer
 
     r = Recognizer(model, backend=backend, threads=threads, batch_size=batch_size)
     label = f"ferlab {model} {backend} ({r.precision})"
@@ -170,8 +170,8 @@ def bench_compare(
 ) -> list[dict]:  # fmt: skip
     """One row per (threads, system): accuracy on ``crops``, faces/s batched and one at a time, faces per
     CPU-second, ms per photo, and the ratio of each to fer's figure at the same thread count."""
-    from ..bench import bench_photos
     from ..hardware import configure_threads
+    from .bench import bench_photos
 
     crops = np.asarray(crops)
     timed = crops[:n_time]

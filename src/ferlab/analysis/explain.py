@@ -204,7 +204,7 @@ def explain_faces(
 
 def plot_grid(faces: list[Face], labels: list[str], path: str | Path, method: str = "gradcam") -> Path:
     """Rows: faces; columns: the face, then each checkpoint's overlay(s) titled with the predicted label."""
-    from ..engine.plots import _plt, save_figure
+    from ..plots import _plt, save_figure
 
     plt = _plt()
     cols = [(label, j) for label in labels for j in range(len(faces[0].results[label]["maps"]))]

@@ -119,7 +119,7 @@ def _metrics_section(run: Path) -> str:
     parts = []
     tmp = None
     if not curves.is_file() and csv_path.is_file():
-        from ..engine.plots import plot_curves
+        from ..plots import plot_curves
 
         tmp = Path(tempfile.mkdtemp()) / "curves.png"
         try:

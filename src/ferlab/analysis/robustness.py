@@ -56,8 +56,8 @@ def run_robustness(
     """
     from tqdm.auto import tqdm
 
-    from ..engine.evaluate import predict_probs
     from ..labels import remap
+    from ..runtime.predict import predict_probs
 
     names = list(corruptions or CORRUPTIONS)
     for n in names:
@@ -165,7 +165,7 @@ def markdown_table(res: dict, title: str = "Robustness") -> str:
 
 def plot_robustness(res: dict, path: str | Path) -> Path:
     """Accuracy against severity: one panel per family, a line per corruption and checkpoint."""
-    from ..engine.plots import _plt, save_figure
+    from ..plots import _plt, save_figure
 
     plt = _plt()
     families = list(dict.fromkeys(info["family"] for info in res["corruptions"].values()))

@@ -38,11 +38,11 @@ def _num(v):
 
 def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
     """The table row of one run (``test``: the FER2013 PrivateTest split, or None to skip evaluation)."""
-    from ..engine.checkpoint import load_model
-    from ..engine.evaluate import predict_probs
-    from ..engine.metrics import classification_metrics
     from ..engine.queue import run_state
     from ..models.profile import count_flops
+    from ..runtime.files import load_model
+    from ..runtime.metrics import classification_metrics
+    from ..runtime.predict import predict_probs
 
     st = run_state(cfg)
     rows = _metrics(cfg.run_dir)
@@ -87,7 +87,7 @@ def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
 
 def plot_zoo_curves(rows: list[dict], run_dirs: dict, path: str | Path) -> Path:
     """Validation accuracy against training minutes, one line per run."""
-    from ..engine.plots import _plt, save_figure
+    from ..plots import _plt, save_figure
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.5, 5))

@@ -34,7 +34,7 @@ def format_table(header, rows) -> str:
 
 def plot_class_counts(ds: FERDataset, path: str | Path, splits=None) -> Path:
     """Grouped bar chart of class counts per split (PNG)."""
-    from ..engine.plots import _plt, save_figure
+    from ..plots import _plt, save_figure
 
     plt = _plt()
     names = list(splits or [s for s in ds.splits if not s.endswith("_dedup")])
@@ -116,16 +116,47 @@ def class_weights(
     return w.astype(np.float32)
 
 
+def draw_weights(
+    labels, num_classes: int | None = None, balance: bool = True, item_weight=None
+) -> np.ndarray:
+    """Per-item draw weights of the one training sampler.
+
+    ``item_weight`` scales single items (1 for real faces, ``synthetic_weight`` for generated ones); with
+    ``balance`` every class is drawn equally often (each item divided by its class's total weight; without
+    item weights these are the ``inverse`` class weights, scikit-learn's 'balanced').
+    """
+    labels = np.asarray(labels)
+    if item_weight is None:
+        return (
+            class_weights(labels, num_classes)[labels].astype(np.float64) if balance else np.ones(len(labels))
+        )
+    a = np.asarray(item_weight, dtype=np.float64)
+    if not balance:
+        return a
+    mass = np.bincount(labels, weights=a, minlength=num_classes or 0)
+    return np.where(mass[labels] > 0, a / np.maximum(mass[labels], 1e-12), 0.0)
+
+
+def draw_indices(
+    labels, n: int, generator, balance: bool = True, item_weight=None, num_classes=None
+) -> np.ndarray:
+    """``n`` training indices drawn with replacement by :func:`draw_weights` (``generator``: a seeded
+    ``torch.Generator``, so an epoch's draw is reproducible)."""
+    import torch
+
+    w = torch.as_tensor(draw_weights(labels, num_classes, balance, item_weight), dtype=torch.double)
+    return torch.multinomial(w, n, replacement=True, generator=generator).numpy()
+
+
 def weighted_sampler(labels, num_samples: int | None = None, seed: int = 0):
-    """A ``torch.utils.data.WeightedRandomSampler`` drawing every class equally often."""
+    """A ``torch.utils.data.WeightedRandomSampler`` over :func:`draw_weights` (every class equally often)."""
     import torch
     from torch.utils.data import WeightedRandomSampler
 
     labels = np.asarray(labels)
-    per_item = class_weights(labels, method="inverse")[labels]
     g = torch.Generator().manual_seed(seed)
     return WeightedRandomSampler(
-        torch.as_tensor(per_item, dtype=torch.double),
+        torch.as_tensor(draw_weights(labels), dtype=torch.double),
         num_samples or len(labels),
         replacement=True,
         generator=g,

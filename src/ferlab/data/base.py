@@ -58,6 +58,12 @@ class Split:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.classes))
 
+    def real_only(self) -> Split:
+        """This split without synthetic (generated) items; itself when it has none (see :mod:`.synthetic`)."""
+        from .synthetic import real_only
+
+        return real_only(self)
+
     def subset(self, index, name: str | None = None) -> Split:
         """A new split with the items at ``index`` (bool mask or integer indices)."""
         index = np.asarray(index)
@@ -84,7 +90,7 @@ class Split:
         Unreadable files are skipped and counted in ``report`` (created if not given, then attached as
         ``self.last_report``); the returned split keeps only the readable items.
         """
-        from ..faces.geometry import resize
+        from ..io import resize
 
         report = report if report is not None else SkipReport()
         if self.in_memory:

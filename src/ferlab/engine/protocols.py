@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..runtime.metrics import acc_sta
 from .config import TrainConfig, validate
-from .metrics import acc_sta
 
 
 def _sub(cfg: TrainConfig, name: str, **changes) -> TrainConfig:
@@ -192,7 +192,7 @@ def _without_head(weights: Path) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from .checkpoint import load_model
+    from ..runtime.files import load_model
 
     model, _, _ = load_model(weights)
     before = {k: v.clone() for k, v in model.state_dict().items()}

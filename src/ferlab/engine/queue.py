@@ -81,7 +81,7 @@ def run_state(cfg: TrainConfig) -> dict:
         return {"state": "done", "epochs": s.get("epochs_run"), "train_min": s.get("train_time_s", 0) / 60,
                 "summary": s}  # fmt: skip
     if (d / "last.pt").is_file():
-        from .checkpoint import load_checkpoint
+        from ..runtime.files import load_checkpoint
 
         with contextlib.suppress(FerlabError, OSError, KeyError, RuntimeError):
             ck = load_checkpoint(d / "last.pt")

@@ -32,11 +32,12 @@ import torch.distributed as dist
 
 from ..errors import ConfigError, DataError, FerlabError
 from ..hardware import configure_threads, default_threads
+from ..runtime.evaluate import write_report
+from ..runtime.files import FORMAT, atomic_save, export_weights, load_checkpoint
+from ..runtime.metrics import classification_metrics
 from ..runtime.precision import autocast_context, resolve_precision
-from .checkpoint import FORMAT, atomic_save, export_weights, load_checkpoint
+from ..runtime.predict import predict_probs
 from .config import TrainConfig, save_config
-from .evaluate import predict_probs, write_report
-from .metrics import classification_metrics
 
 
 class TrainingDiverged(FerlabError):
@@ -66,9 +67,9 @@ def load_training_data(cfg: TrainConfig, data_config, report=None) -> tuple[dict
     (a :class:`ferlab.io.SkipReport`) when one is given."""
     from ..data import load_dataset
     from ..data.base import stack_splits
-    from ..data.expand import expand
     from ..data.splits import stratified_split
-    from ..generate.merge import mark_synthetic, real_only, split_synthetic
+    from ..data.synthetic import mark_synthetic, real_only, split_synthetic
+    from ..transforms.expand import expand
 
     ds = mark_synthetic(load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs))
     gray = data_config.color == "gray"
@@ -125,7 +126,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
         from ..data.balance import class_weights
-        from ..generate.merge import synthetic_mask
+        from ..data.synthetic import synthetic_mask
         from ..models import create_model, model_info
         from ..transforms import create_transform
         from .losses import CenterLoss, IslandLoss, classification_loss
@@ -197,7 +198,7 @@ class Trainer:
                 self.model, criterion, self.aux_loss, cfg.island_lambda, soft, cfg.attn_reg_weight
             )
         elif cfg.teacher:
-            from .checkpoint import load_model
+            from ..runtime.files import load_model
             from .tasks import DistillationTask
 
             teacher, t_classes, _ = load_model(cfg.teacher)
@@ -273,17 +274,11 @@ class Trainer:
         if cfg.overfit_batches:
             idx = np.arange(min(n, cfg.overfit_batches * cfg.batch_size))
             idx = np.resize(idx, self.steps_per_epoch * cfg.batch_size * self.world)
-        elif self.synthetic_w is not None:  # synthetic images drawn synthetic_weight times as often as real
-            from ..generate.merge import sampling_weights
+        elif self.synthetic_w is not None or cfg.sampler == "weighted":
+            # class-balanced draws, synthetic images drawn synthetic_weight times as often as real ones
+            from ..data.balance import draw_indices
 
-            w = sampling_weights(labels, len(self.classes), cfg.sampler == "weighted", self.synthetic_w)
-            w = torch.as_tensor(w, dtype=torch.double)
-            idx = torch.multinomial(w, n, replacement=True, generator=g).numpy()
-        elif cfg.sampler == "weighted":
-            from ..data.balance import class_weights
-
-            w = torch.as_tensor(class_weights(labels, len(self.classes))[labels], dtype=torch.double)
-            idx = torch.multinomial(w, n, replacement=True, generator=g).numpy()
+            idx = draw_indices(labels, n, g, cfg.sampler == "weighted", self.synthetic_w, len(self.classes))
         else:
             idx = torch.randperm(n, generator=g).numpy()
         idx = idx[self.rank :: self.world]
@@ -493,7 +488,7 @@ class Trainer:
 
     def finish(self) -> dict:
         """Reload the best weights, evaluate the test splits, write reports, curves and the safetensors export."""
-        from .plots import plot_curves
+        from ..plots import plot_curves
 
         out = {}
         if self.cfg.fast_dev_run:

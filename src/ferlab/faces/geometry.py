@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from ..errors import ConfigError, ImageReadError
+from ..errors import ConfigError
+from ..io import _check_image, _hw, resize  # noqa: F401  (resize is part of this module's API)
 
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
@@ -88,39 +89,6 @@ def _apply(matrix: np.ndarray, p: Point) -> Point:
         float(matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2]),
         float(matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]),
     )
-
-
-def _check_image(img) -> np.ndarray:
-    img = np.asarray(img)
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)) or img.size == 0:
-        raise ImageReadError(f"array of shape {img.shape} is not an image ([H,W] or [H,W,3] expected)")
-    if img.dtype != np.uint8:
-        raise ImageReadError(f"image of dtype {img.dtype}; uint8 expected (use ferlab.io.as_array)")
-    return img
-
-
-def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if int(h) < 1 or int(w) < 1:
-        raise ConfigError(f"size {size!r} must be positive (an int or (height, width))")
-    return int(h), int(w)
-
-
-def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize a uint8 image to ``size`` (an int for a square, or ``(height, width)``).
-
-    Uses area interpolation when shrinking (no aliasing) and bilinear when growing. Grayscale stays
-    ``[H, W]`` and colour stays ``[H, W, C]``.
-    """
-    img = _check_image(img)
-    h, w = _hw(size)
-    if img.shape[:2] == (h, w):
-        return img.copy()
-    shrink = h * w < img.shape[0] * img.shape[1]
-    out = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    if img.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
-        out = out[..., None]
-    return out
 
 
 def expand_box(box: Box, margin: float = 0.2, square: bool = True) -> Box:

@@ -6,16 +6,9 @@ needs the optional extra ``ferlab[generate]`` (diffusers, transformers, accelera
 pipeline is loaded; everything else works without it.
 """
 
+from ..data.synthetic import mark_synthetic, real_only, split_synthetic, synthetic_mask
 from .backend import GenerationReport, GenerationSettings, generate_images, load_pipeline, read_manifest
-from .merge import (
-    mark_synthetic,
-    merge_synthetic,
-    real_only,
-    sampling_weights,
-    split_synthetic,
-    synthetic_mask,
-    write_dataset,
-)
+from .merge import merge_synthetic, write_dataset
 from .planner import GenerationPlan, is_training_split, plan_generation
 from .postprocess import FaceFilter, PostprocessReport, SyntheticFaces, is_blank, postprocess_generated
 from .prompts import PromptGenerator, PromptJob, load_pools, read_jobs, write_jobs
@@ -41,7 +34,6 @@ __all__ = [
     "read_jobs",
     "read_manifest",
     "real_only",
-    "sampling_weights",
     "split_synthetic",
     "synthetic_mask",
     "write_dataset",

@@ -199,7 +199,7 @@ def _check_settings(out: Path, settings: GenerationSettings) -> None:
 
 
 def _record(job: PromptJob, settings: GenerationSettings, scheduler: str, **extra) -> dict:
-    from .. import __version__
+    from .._version import __version__
 
     return {
         **job.to_dict(),

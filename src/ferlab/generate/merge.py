@@ -8,8 +8,8 @@ version as HDF5/npz (``cache:PATH``) or as a folder (``folder:PATH``), plus a ``
 with each synthetic image's full provenance (prompt, negative prompt, seed, model, steps, guidance, face box).
 
 Training: ``synthetic_weight`` in the training config scales how often synthetic images are drawn
-(:func:`sampling_weights`; 0 drops them, 1 treats them like real ones), and every non-training split is
-stripped of synthetic images (:func:`real_only`), so validation and test scores are on real faces only.
+(:func:`ferlab.data.balance.draw_weights`; 0 drops them, 1 treats them like real ones), and every non-training split is
+stripped of synthetic images (:func:`ferlab.data.synthetic.real_only`), so validation and test scores are on real faces only.
 """
 
 from __future__ import annotations
@@ -23,61 +23,10 @@ import numpy as np
 from .. import labels as L
 from ..data.balance import deficit
 from ..data.base import FERDataset, Split, stack_splits
+from ..data.synthetic import SIDECAR, real_only, synthetic_mask
 from ..errors import DataError
 from .planner import is_training_split, parse_target
 from .postprocess import SyntheticFaces
-
-SIDECAR = "synthetic.jsonl"
-
-
-# ---------------------------------------------------------------- helpers for training and evaluation
-
-
-def synthetic_mask(split: Split) -> np.ndarray | None:
-    """Bool mask of the synthetic items of ``split``, or None when it has none."""
-    if "synthetic" not in split.meta:
-        return None
-    m = np.asarray(split.meta["synthetic"]).astype(bool)
-    return m if m.any() else None
-
-
-def split_synthetic(split: Split) -> tuple[Split, Split | None]:
-    """``(real part, synthetic part or None)``."""
-    m = synthetic_mask(split)
-    if m is None:
-        return split, None
-    return split.subset(~m), split.subset(m)
-
-
-def real_only(split: Split) -> Split:
-    """``split`` without synthetic items (evaluation splits must hold real faces only)."""
-    return split_synthetic(split)[0]
-
-
-def sampling_weights(labels, num_classes: int, balance: bool, item_weight: np.ndarray | None) -> np.ndarray:
-    """Per-item draw weights: ``item_weight`` (1 real, ``synthetic_weight`` synthetic) and, with ``balance``,
-    divided by the class's total weight so every class is drawn equally often."""
-    labels = np.asarray(labels)
-    a = np.ones(len(labels)) if item_weight is None else np.asarray(item_weight, dtype=np.float64)
-    if not balance:
-        return a
-    mass = np.bincount(labels, weights=a, minlength=num_classes)
-    return np.where(mass[labels] > 0, a / np.maximum(mass[labels], 1e-12), 0.0)
-
-
-def mark_synthetic(ds: FERDataset) -> FERDataset:
-    """Set ``meta['synthetic']`` on a folder dataset written by :func:`write_dataset` (from its
-    ``synthetic.jsonl``); other datasets are returned unchanged."""
-    root = Path(ds.source) if ds.source else None
-    if root is None or not root.is_dir() or not (root / SIDECAR).is_file():
-        return ds
-    syn = {json.loads(line)["path"] for line in (root / SIDECAR).read_text().splitlines() if line.strip()}
-    for sp in ds.splits.values():
-        if "path" in sp.meta and "synthetic" not in sp.meta:
-            rel = [Path(p).resolve().relative_to(root.resolve()).as_posix() for p in sp.meta["path"]]
-            sp.meta["synthetic"] = np.array([r in syn for r in rel])
-    return ds
-
 
 # ---------------------------------------------------------------- merging
 

@@ -35,7 +35,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
 
 
 def _train_step_fn(model, x, y, precision: str, opt):
-    from .runtime.precision import autocast_context
+    from ..runtime.precision import autocast_context
 
     def step():
         with autocast_context(precision):
@@ -66,17 +66,17 @@ def bench_train(
     ``batch_size=None`` picks :func:`auto_batch_size` from the model's FLOPs. With ``min_time`` each timed
     repeat runs whole steps until that many seconds have passed (at least one) instead of ``steps``.
     """
-    from .hardware import configure_threads
-    from .models import create_model
-    from .runtime.precision import autocast_context, resolve_precision
-    from .transforms import create_transform
+    from ..hardware import configure_threads
+    from ..models import create_model
+    from ..runtime.precision import autocast_context, resolve_precision
+    from ..transforms import create_transform
 
     configure_threads(threads)
     precision = resolve_precision(precision)
     model = create_model(name, img_size=img_size)
     cfg = model.data_config
     if batch_size is None:
-        from .models.profile import count_flops
+        from ..models.profile import count_flops
 
         batch_size = auto_batch_size(count_flops(model, cfg.input_size) / 1e9)
         model.train()
@@ -182,7 +182,7 @@ def bench_predict(
     classification) on photos of the given sizes, with the detector's share. ``faces`` are uint8 crops
     (FER2013 PrivateTest when the caller has them; random otherwise). Medians of ``repeats`` rounds.
     """
-    from .inference import Recognizer
+    from ..infer.recognizer import Recognizer
 
     r = Recognizer(model, detector=detector, backend=backend, batch_size=batch_size, precision=precision,
                    threads=threads)  # fmt: skip
@@ -270,7 +270,7 @@ def detection_photos(
 
 def _matched(truth, found, iou: float) -> list[bool]:
     """Greedy one-to-one matching of found boxes to true boxes at ``iou``: which true boxes were found."""
-    from .faces.geometry import box_iou
+    from ..faces.geometry import box_iou
 
     hit = [False] * len(truth)
     for box in found:
@@ -301,7 +301,7 @@ def bench_detect(detectors: dict, photos, threads: int | None = None, repeats: i
     """
     import cv2
 
-    from .hardware import configure_threads
+    from ..hardware import configure_threads
 
     configure_threads(threads)
     rows = []
@@ -378,7 +378,7 @@ def closeup_photos(
 
 def bench_closeups(detectors: dict, photos, iou: float = 0.3) -> list[dict]:
     """Recall (a found box overlapping the true one at ``iou``) and ms per photo of each detector on close-ups."""
-    from .faces.geometry import box_iou
+    from ..faces.geometry import box_iou
 
     rows = []
     for label, det in detectors.items():

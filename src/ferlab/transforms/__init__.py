@@ -4,7 +4,7 @@
 turns a *batch* of uint8 face crops (numpy ``[N,H,W]`` / ``[N,H,W,3]`` or torch ``[N,C,H,W]`` uint8) into
 the model's normalised float input ``[N, C, H, W]``. All steps run on batch tensors, so in-memory datasets
 such as FER2013 are augmented at thousands of images per second and the data loader is never the
-bottleneck. The evaluation transform is exactly what inference uses (``ferlab.predict`` calls it too):
+bottleneck. The evaluation transform is exactly what inference uses (``ferlab.infer.predict`` calls it too):
 
 1. colour: grayscale <-> RGB to the model's ``color`` (luminance weights 0.299/0.587/0.114); a 'gray'
    model with 3 input channels gets the grey plane three times;
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .data_config import IMAGENET_MEAN, IMAGENET_STD, DataConfig  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -154,7 +155,7 @@ def augment_batch(x: torch.Tensor, a: AugmentConfig, g: torch.Generator) -> torc
 
 def lbp_channel(x: torch.Tensor) -> torch.Tensor:
     """Uniform LBP (P=8, R=1) of a float 0..255 batch ``[N,C,H,W]`` -> ``[N,1,H,W]`` in 0..255."""
-    from .faces.photometric import lbp_batch
+    from ..faces.photometric import lbp_batch
 
     gray = _to_color(x, "gray")[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
     return torch.from_numpy(lbp_batch(gray).astype(np.float32))[:, None]
@@ -164,7 +165,6 @@ class FaceTransform:
     """Batch transform built by :func:`create_transform` (see the module docstring for the steps)."""
 
     def __init__(self, data_config, is_training: bool = False, augment: AugmentConfig | dict | None = None):
-        from .models._registry import DataConfig
 
         self.cfg = data_config if isinstance(data_config, DataConfig) else DataConfig.from_dict(data_config)
         self.is_training = is_training

@@ -6,7 +6,7 @@ images/videos. Unreadable files become records with an ``error`` and never stop 
 
 Example:
     >>> from ferlab import Recognizer
-    >>> from ferlab.predict import JsonlWriter, PredictSummary, predict_paths
+    >>> from ferlab.infer.predict import JsonlWriter, PredictSummary, predict_paths
     >>> r = Recognizer("default")
     >>> summary = PredictSummary()
     >>> with JsonlWriter("faces.jsonl") as out:
@@ -35,10 +35,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ConfigError, FerlabError, ImageReadError
-from .faces.geometry import box_iou
-from .inference import FacePrediction
-from .io import IMAGE_EXTENSIONS
+from ..errors import ConfigError, FerlabError, ImageReadError
+from ..faces.geometry import box_iou
+from ..io import IMAGE_EXTENSIONS
+from .recognizer import FacePrediction
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 
@@ -192,7 +192,7 @@ def classify_images(recognizer, images: list[np.ndarray], detect: bool = True) -
     Gives the same faces as ``[recognizer.predict(im) for im in images]``. With ``detect=False`` each image is
     one face crop (box = the whole image, score None), as in :meth:`~ferlab.Recognizer.predict_faces`.
     """
-    from .faces.geometry import crop_face
+    from ..faces.geometry import crop_face
 
     crops, owner, boxes, scores = [], [], [], []
     for i, img in enumerate(images):
@@ -231,7 +231,7 @@ def predict_images(
     keep_images: bool = False,
 ) -> Iterator[PredictionRecord]:
     """One record per image file (in order); ``chunk`` images share each classifier pass."""
-    from .io import as_array
+    from ..io import as_array
 
     if int(chunk) < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
@@ -395,7 +395,7 @@ def open_video(source) -> tuple[cv2.VideoCapture, str]:
         if not cap.isOpened():
             raise ImageReadError(f"{name}: camera could not be opened (is it connected and free?)")
         return cap, name
-    from .io import display_name
+    from ..io import display_name
 
     path = Path(source)
     name = display_name(path)
@@ -574,7 +574,7 @@ def annotate(
     Returns:
         uint8 RGB ``[H', W', 3]``.
     """
-    from .io import as_array
+    from ..io import as_array
 
     img = as_array(image, grayscale=False).copy()
     h, w = img.shape[:2]
@@ -793,7 +793,7 @@ class AnnotationWriter(_Writer):
             raise ConfigError("annotation needs the image in each record (predict with keep_images=True)")
         rgb = annotate(record.image, record.faces, record.tracks)
         if record.frame is None:
-            from .io import write_image
+            from ..io import write_image
 
             suffix = Path(record.source).suffix.lower()
             suffix = suffix if suffix in (".jpg", ".jpeg", ".png") else ".png"
@@ -802,7 +802,7 @@ class AnnotationWriter(_Writer):
             return path
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if record.source not in self._videos:
-            from .io import display_name
+            from ..io import display_name
 
             stem = record.source.replace(":", "") if record.source.startswith("camera:") else None
             path = self._unique((stem or Path(record.source).stem) + "_annotated", ".mp4")

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.base import Split
 from ..errors import DataError
-from ..transforms import AugmentConfig, augment_batch, to_tensor_batch
-from .base import Split
+from . import AugmentConfig, augment_batch, to_tensor_batch
 
 PAPER004_MULTIPLIERS = {"disgust": 2.16, "*": 1.35}
 PAPER004_AUGMENT = AugmentConfig(

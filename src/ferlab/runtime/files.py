@@ -24,6 +24,17 @@ from ..errors import ConfigError
 
 FORMAT = "ferlab-checkpoint"
 
+#: ``.safetensors`` formats other than plain weights: ``metadata['format'] -> loader(path, metadata)`` returning
+#: ``(model, classes, info)`` like :func:`load_model`. :mod:`ferlab.runtime.ensemble` registers ensembles.
+_LOADERS: dict = {}
+
+
+def register_loader(fmt: str, loader) -> None:
+    """Let :func:`load_model` open ``.safetensors`` files whose metadata says ``format = fmt``."""
+    if fmt in _LOADERS and _LOADERS[fmt] is not loader:
+        raise ConfigError(f"a loader for model files of format {fmt!r} is already registered")
+    _LOADERS[fmt] = loader
+
 
 def atomic_save(obj, path: str | Path) -> Path:
     path = Path(path)
@@ -107,11 +118,8 @@ def load_model(path: str | Path, use_ema: bool = True):
                 meta = f.metadata() or {}
         except Exception as e:  # noqa: BLE001 - safetensors' own error types for a damaged file
             raise ConfigError(f"{path}: not a readable safetensors file ({_first_sentence(e)})") from None
-        if meta.get("format") == "ferlab-ensemble":  # several models in one file (ferlab.ensemble)
-            from ..ensemble import load_ensemble
-
-            ens = load_ensemble(path)
-            return ens, ens.classes, {"format": meta["format"], "method": ens.method, "path": str(path)}
+        if meta.get("format") in _LOADERS:  # other formats register here (an ensemble: runtime.ensemble)
+            return _LOADERS[meta["format"]](path, meta)
         if meta.get("format") != "ferlab-weights":
             raise ConfigError(f"{path}: safetensors file without ferlab metadata (model name, classes)")
         try:

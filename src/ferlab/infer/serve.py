@@ -19,7 +19,7 @@ spools files over 1 MB to a temporary file, so the multipart body is parsed here
 
 Example:
     >>> from fastapi.testclient import TestClient
-    >>> from ferlab.serve import create_app
+    >>> from ferlab.infer.serve import create_app
     >>> client = TestClient(create_app("default"))
     >>> client.post("/predict", files={"file": open("photo.jpg", "rb")}).json()["faces"][0]["label"]
     'happy'
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MAX_UPLOAD = 10 * 1024 * 1024
 #: largest image the service decodes (16 Mpx, e.g. 4896x3264); larger uploads get 413 from their header
@@ -133,8 +133,8 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS
     """
     from PIL import Image, UnidentifiedImageError
 
-    from .errors import ImageReadError
-    from .io import decode_image as _decode
+    from ..errors import ImageReadError
+    from ..io import decode_image as _decode
 
     if not data:
         raise UploadError(400, f"{name}: empty upload (0 bytes); send an image file")
@@ -202,8 +202,8 @@ def create_app(
     except ImportError:
         raise ConfigError("ferlab serve needs the web extra: pip install 'ferlab[web]'") from None
 
-    from . import __version__
-    from .inference import PRETRAINED, Recognizer, list_pretrained
+    from .._version import __version__
+    from .recognizer import PRETRAINED, Recognizer, list_pretrained
 
     if isinstance(recognizer_or_model, Recognizer):
         rec = recognizer_or_model

@@ -1,15 +1,15 @@
 """Export a model to ONNX and run it with ONNX Runtime, with the same preprocessing as PyTorch.
 
 Example:
-    >>> from ferlab.export import export_onnx, OnnxModel, check_parity
+    >>> from ferlab.infer.onnx import export_onnx, OnnxModel, check_parity
     >>> path = export_onnx(model, "fernet.onnx")            # dynamic batch, opset 17
     >>> m = OnnxModel.from_file(path)                        # classes and data config come from the file
     >>> probs = m.predict_probs(crops)                       # uint8 [N,H,W(,3)] -> float32 [N,C]
     >>> check_parity(model, path, crops)                     # max |p_onnx - p_torch|, ~1e-7
 
 The graph maps the *normalised* batch ``[N,C,H,W]`` (input ``"input"``) to logits (output ``"logits"``);
-crops go through :func:`ferlab.create_transform` and :func:`ferlab.engine.evaluate.tta_views` in PyTorch
-first, exactly as :func:`ferlab.engine.evaluate.predict_probs` does, so the two backends differ only by
+crops go through :func:`ferlab.create_transform` and :func:`ferlab.runtime.evaluate.tta_views` in PyTorch
+first, exactly as :func:`ferlab.runtime.evaluate.predict_probs` does, so the two backends differ only by
 float rounding. An exported file is self-describing: its ``metadata_props`` hold the class names, the
 data config (input size, colour, mean/std, LBP), the model name and kwargs as JSON.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, FerlabError
-from .io import write_atomic
+from ..errors import ConfigError, FerlabError
+from ..io import write_atomic
 
 FORMAT = "ferlab-onnx"
 INPUT, OUTPUT = "input", "logits"
@@ -93,7 +93,7 @@ def _model_bytes(model, opset: int, dynamic_batch: bool) -> bytes:
         "data_config": json.dumps(model.data_config.to_dict()),
         "dynamic_batch": json.dumps(bool(dynamic_batch)),
     }
-    from . import __version__
+    from .._version import __version__
 
     meta["ferlab_version"] = __version__
     del proto.metadata_props[:]
@@ -105,7 +105,7 @@ def _model_bytes(model, opset: int, dynamic_batch: bool) -> bytes:
 
 def calibration_faces(n: int = 512, data_dir=None, seed: int = 0) -> np.ndarray:
     """``n`` FER2013 *training* crops (seeded random pick) for INT8 calibration; test faces are never used."""
-    from .data import load_dataset
+    from ..data import load_dataset
 
     train = load_dataset("fer2013", data_dir).split("train")
     idx = np.sort(np.random.default_rng(seed).choice(len(train), size=min(n, len(train)), replace=False))
@@ -118,7 +118,7 @@ def quantize_int8(
     """A ferlab model (or an fp32 ferlab ONNX graph as bytes) as a statically quantized INT8 ONNX graph.
 
     Args:
-        model: a ferlab model, a name/path accepted by :func:`ferlab.inference.resolve_model`, or bytes of an
+        model: a ferlab model, a name/path accepted by :func:`ferlab.runtime.weights.load_reference`, or bytes of an
             fp32 ONNX file written by :func:`export_onnx`.
         calib_crops: uint8 face crops ``[N,H,W(,3)]`` that calibrate the activation ranges (a few hundred;
             :func:`calibration_faces` gives FER2013 training faces). They go through the model's eval
@@ -132,18 +132,18 @@ def quantize_int8(
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .transforms import create_transform
+    from ..transforms import create_transform
 
     if isinstance(model, (bytes, bytearray)):
         fp32 = bytes(model)
         meta = OnnxModel(fp32, threads=1).metadata
     else:
-        from .inference import resolve_model
+        from ..runtime.weights import load_reference
 
-        m = resolve_model(model)
+        m = load_reference(model)
         fp32 = _model_bytes(m, opset, True)
         meta = {"data_config": m.data_config.to_dict()}
-    from .models import DataConfig
+    from ..models import DataConfig
 
     crops = np.asarray(calib_crops)
     if crops.dtype != np.uint8 or len(crops) == 0:
@@ -197,7 +197,7 @@ def export_onnx(model, path: str | Path, opset: int = 17, dynamic_batch: bool = 
     """Write ``model`` (with ``.classes`` and ``.data_config``) as an ONNX file, atomically.
 
     Args:
-        model: a ferlab model or a path/shipped name accepted by :func:`ferlab.inference.resolve_model`.
+        model: a ferlab model or a path/shipped name accepted by :func:`ferlab.runtime.weights.load_reference`.
         path: the ``.onnx`` file to write (parent folders are created).
         opset: ONNX opset version.
         dynamic_batch: a free batch dimension; else the graph takes exactly one image.
@@ -205,12 +205,12 @@ def export_onnx(model, path: str | Path, opset: int = 17, dynamic_batch: bool = 
     Returns:
         The path written.
     """
-    from .inference import resolve_model
+    from ..runtime.weights import load_reference
 
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give the .onnx file to write")
-    return write_atomic(_model_bytes(resolve_model(model), opset, dynamic_batch), path)
+    return write_atomic(_model_bytes(load_reference(model), opset, dynamic_batch), path)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -221,7 +221,7 @@ def read_metadata(path: str | Path) -> dict:
 def _session_options(threads: int | None):
     import torch
 
-    from .hardware import ort_session_options
+    from ..hardware import ort_session_options
 
     # follow torch's thread setting (configure_threads / --threads) instead of every core
     return ort_session_options(threads or torch.get_num_threads())
@@ -241,7 +241,7 @@ class OnnxModel:
         _require("onnxruntime")
         import onnxruntime as ort
 
-        from .models import DataConfig
+        from ..models import DataConfig
 
         try:
             self.session = ort.InferenceSession(
@@ -311,23 +311,12 @@ class OnnxModel:
     def predict_probs(self, crops, transform=None, batch_size: int = 256, tta: str = "none") -> np.ndarray:
         """Softmax probabilities ``[N, C]`` (float32) for uint8 crops ``[N,H,W(,3)]``.
 
-        Same steps as :func:`ferlab.engine.evaluate.predict_probs`: the model's eval transform, the TTA
+        The one prediction loop, :func:`ferlab.runtime.predict.predict_probs`: the model's eval transform, the TTA
         views (``'none'``, ``'flip'``, ``'tencrop'``) and the mean of their softmaxes.
         """
-        import torch
-        import torch.nn.functional as F
+        from ..runtime.predict import predict_probs
 
-        from .engine.evaluate import tta_views
-        from .transforms import create_transform
-
-        transform = transform or create_transform(self.data_config, is_training=False)
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(crops), int(batch_size)):
-                x = transform(crops[i : i + int(batch_size)])
-                views = [F.softmax(torch.from_numpy(self.logits(v.numpy())), -1) for v in tta_views(x, tta)]
-                out.append(torch.stack(views).mean(0))
-        return torch.cat(out).numpy() if out else np.zeros((0, self.num_classes), np.float32)
+        return predict_probs(self, crops, transform, batch_size, tta)
 
     def __repr__(self) -> str:
         return f"OnnxModel({self.model_name}, classes={len(self.classes)}, source={self.source!r})"
@@ -341,10 +330,10 @@ def check_parity(model, onnx_path, images, tta: str = "none", batch_size: int = 
         onnx_path: the ``.onnx`` file (or an :class:`OnnxModel`).
         images: uint8 face crops ``[N,H,W(,3)]``.
     """
-    from .engine.evaluate import predict_probs
-    from .inference import resolve_model
+    from ..runtime.predict import predict_probs
+    from ..runtime.weights import load_reference
 
-    model = resolve_model(model)
+    model = load_reference(model)
     onnx_model = onnx_path if isinstance(onnx_path, OnnxModel) else OnnxModel.from_file(onnx_path)
     images = np.asarray(images)
     if images.dtype != np.uint8 or len(images) == 0:
@@ -359,7 +348,7 @@ def check_parity(model, onnx_path, images, tta: str = "none", batch_size: int = 
 def parity_faces(n: int = 64, data_dir=None, seed: int = 0) -> tuple[np.ndarray, str]:
     """Crops for a parity check: the first ``n`` FER2013 test faces when the data is there, else noise."""
     try:
-        from .data import load_dataset
+        from ..data import load_dataset
 
         images = load_dataset("fer2013", data_dir).split("test").images[:n]
         return np.ascontiguousarray(images), f"{len(images)} FER2013 test faces"

@@ -4,7 +4,7 @@ An :class:`Ensemble` is itself a model: it has ``classes``, ``data_config``, ``m
 ``forward(x)`` returns log-probabilities, so ``softmax(forward(x))`` is the combined probability vector.
 Members may take different inputs (48x48 gray, 224x224 RGB, an LBP channel): :meth:`Ensemble.predict_probs`
 works on uint8 face crops and feeds every member through its *own* evaluation transform, and
-:func:`ferlab.engine.evaluate.predict_probs` hands ensembles to it, so ``ferlab evaluate``, ``Recognizer``
+:func:`ferlab.runtime.evaluate.predict_probs` hands ensembles to it, so ``ferlab evaluate``, ``Recognizer``
 and ``ferlab predict`` accept ensembles unchanged. ``forward(x)`` needs members that share one data config.
 
 Combination rules (``M`` members with weights ``w`` summing to one, ``p_m`` a member's class probabilities
@@ -25,7 +25,7 @@ Combination rules (``M`` members with weights ``w`` summing to one, ``p_m`` a me
 
 Saved ensembles are one self-contained ``.safetensors`` file (:func:`save_ensemble`): member ``i``'s
 tensors under ``m{i}.``, and the metadata (``format = 'ferlab-ensemble'``) holds the method, weights, class
-names and every member's model name, kwargs and data config. :func:`ferlab.engine.checkpoint.load_model`
+names and every member's model name, kwargs and data config. :func:`ferlab.runtime.files.load_model`
 recognises it.
 """
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 
@@ -42,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError, unknown_name
+from ..errors import ConfigError, unknown_name
+from .files import register_loader
 
 FORMAT = "ferlab-ensemble"
 METHODS = ("mean", "logit", "vote", "weighted")
@@ -173,64 +173,9 @@ def _score(w: np.ndarray, p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return _acc_nll(np.tensordot(w, p, 1), y)
 
 
-def greedy_select(
-    probs, labels, method: str = "mean", replacement: bool = True, max_size: int | None = None
-) -> dict:
-    """Caruana-style forward selection on cached validation probabilities ``[M, N, C]``.
-
-    Start from the empty ensemble; at each step add the candidate whose addition gives the highest
-    validation accuracy of the combined ensemble (``method``; ties: lower NLL, then lower index). Stop when
-    no candidate raises the accuracy strictly, or at ``max_size`` picks. With ``replacement=True``
-    (Caruana's default) a member may be picked again, which weights it: the result's ``weights`` are the
-    pick counts divided by the number of picks. Returns ``bag`` (the picks in order), ``selected`` (distinct
-    member indices, ascending), ``weights`` (per selected member), ``counts`` (per pool member) and
-    ``history`` (validation accuracy after each pick).
-    """
-    method = "mean" if canonical_method(method) == "weighted" else canonical_method(method)
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
-    m = p.shape[0]
-    bag: list[int] = []
-    history: list[float] = []
-    best_acc = -1.0
-    while max_size is None or len(bag) < max_size:
-        cands = [i for i in range(m) if replacement or i not in bag]
-        if not cands:
-            break
-        scored = []
-        for i in cands:
-            counts = np.bincount([*bag, i], minlength=m)
-            keep = counts > 0
-            acc, nll = _acc_nll(combine_probs(p[keep], method, counts[keep]), y)
-            scored.append((-acc, nll, i))
-        neg_acc, _nll, pick = min(scored)
-        if -neg_acc <= best_acc:
-            break
-        best_acc = -neg_acc
-        bag.append(pick)
-        history.append(best_acc)
-    counts = np.bincount(bag, minlength=m)
-    selected = [int(i) for i in np.flatnonzero(counts)]
-    return {
-        "bag": bag,
-        "selected": selected,
-        "weights": (counts[selected] / counts.sum()).tolist(),
-        "counts": counts.tolist(),
-        "history": history,
-        "replacement": replacement,
-        "method": method,
-    }
-
-
-def disagreement_matrix(probs) -> np.ndarray:
-    """``D[i, j]``: the fraction of samples on which members ``i`` and ``j`` predict different classes."""
-    pred = np.asarray(probs).argmax(-1)
-    return (pred[:, None, :] != pred[None, :, :]).mean(-1)
-
-
 # -- the model --------------------------------------------------------------------------------------------
 def _shared_data_config(configs):
-    from .models import DataConfig
+    from ..models import DataConfig
 
     if all(c == configs[0] for c in configs):
         return configs[0], True
@@ -266,7 +211,7 @@ class Ensemble(nn.Module):
 
     def __init__(self, members, method: str = "mean", weights=None, classes=None, names=None) -> None:
         super().__init__()
-        from .inference import resolve_model
+        from .weights import load_reference
 
         members = list(members)
         if not members:
@@ -274,7 +219,7 @@ class Ensemble(nn.Module):
         models, labels = [], []
         for m in members:
             if isinstance(m, (str, Path)):
-                model = resolve_model(m)  # shipped names, run folders, .pt and .safetensors alike
+                model = load_reference(m)  # shipped names, run folders, .pt and .safetensors alike
                 if not isinstance(model, torch.nn.Module):
                     raise ConfigError(
                         f"ensemble member {m}: ONNX files cannot be members; use its .safetensors"
@@ -358,8 +303,8 @@ class Ensemble(nn.Module):
 
         With ``return_times`` also the seconds each member took.
         """
-        from .engine.evaluate import predict_probs
-        from .transforms import create_transform
+        from ..transforms import create_transform
+        from .predict import predict_probs
 
         out, times = [], []
         for m in self.members:
@@ -437,7 +382,7 @@ def load_ensemble(path: str | Path) -> Ensemble:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from .engine.checkpoint import _build
+    from .files import _build
 
     path = Path(path)
     if not path.is_file():
@@ -459,222 +404,9 @@ def load_ensemble(path: str | Path) -> Ensemble:
     return Ensemble(models, meta["method"], json.loads(meta["weights"]), classes, names)
 
 
-def snapshot_members(
-    run_dir: str | Path, epochs=None, include_best: bool = True, include_last: bool = False
-) -> list[Path]:
-    """A run's snapshot-ensemble members: its ``epoch_XXX.pt`` checkpoints (by epoch) plus ``best.pt``.
-
-    Snapshots come from the ``snapshot_epochs`` training option (paper 004: epochs 30-80 every 10 under a
-    cyclic learning rate). ``epochs`` keeps only those epoch numbers. ``best.pt`` (best validation metric) is
-    added unless it is the same epoch as a listed snapshot; ``include_last`` adds ``last.pt`` likewise.
-    Paper 004 also used a "best test" checkpoint: ferlab never selects on the test split, so there is none.
-    """
-    from .engine.checkpoint import load_checkpoint
-
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise ConfigError(f"run folder {run} not found")
-    snaps = []
-    for p in run.glob("epoch_*.pt"):
-        mt = re.fullmatch(r"epoch_(\d+)\.pt", p.name)
-        if mt and (epochs is None or int(mt.group(1)) in set(epochs)):
-            snaps.append((int(mt.group(1)), p))
-    snaps.sort()
-    out = [p for _, p in snaps]
-    seen = {e for e, _ in snaps}
-    for name, want in (("best.pt", include_best), ("last.pt", include_last)):
-        if want and (run / name).is_file():
-            epoch = load_checkpoint(run / name).get("epoch")
-            if epoch not in seen:
-                out.append(run / name)
-                seen.add(epoch)
-    if not out:
-        raise ConfigError(f"{run}: no epoch_*.pt snapshots or best.pt (train with snapshot_epochs=[...])")
-    return out
+def _load_file(path: Path, meta: dict):
+    ens = load_ensemble(path)
+    return ens, ens.classes, {"format": meta["format"], "method": ens.method, "path": str(path)}
 
 
-# -- evaluation and report -------------------------------------------------------------------------------------
-def _prepare_split(split, classes, data_config):
-    """(uint8 images, labels in ``classes``' indices, left-out counts) for an in-memory evaluation."""
-    from .labels import remap
-
-    if not split.in_memory:
-        split = split.load(size=tuple(data_config.input_size[1:]), grayscale=data_config.color == "gray")
-    y = split.labels
-    left_out = {}
-    if tuple(split.classes) != tuple(classes):
-        y = remap(split.labels, split.classes, classes)
-        keep = y >= 0
-        if not keep.any():
-            raise ConfigError(f"no class of the split {split.classes} is known to the ensemble {classes}")
-        left_out = {
-            c: int((split.labels[~keep] == i).sum()) for i, c in enumerate(split.classes) if c not in classes
-        }
-        split, y = split.subset(keep), y[keep]
-    return split.images, np.asarray(y), left_out
-
-
-def _metrics(probs, y, classes) -> dict:
-    from .engine.metrics import classification_metrics
-
-    m = classification_metrics(y, probs, classes)
-    return {k: m[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "nll")}
-
-
-def run_ensemble(
-    members,
-    dataset: str = "fer2013",
-    split: str = "test",
-    fit_split: str = "val",
-    method: str = "mean",
-    greedy: bool = False,
-    replacement: bool = True,
-    objective: str = "nll",
-    tta: str = "none",
-    batch_size: int = 256,
-    precision: str = "fp32",
-    data_dir=None,
-    progress: bool = False,
-) -> tuple[Ensemble, dict]:
-    """Build, fit (on ``fit_split``) and evaluate (on ``split``) an ensemble; returns it and its report.
-
-    ``members`` is the candidate pool (models or paths). ``greedy`` selects from it with
-    :func:`greedy_select` on ``fit_split``; ``method='weighted'`` fits the weights there (:func:`fit_weights`).
-    Every pool member is also scored on ``split``, so the report compares the ensemble with each of them.
-    """
-    from .data import load_dataset
-    from .runtime.precision import resolve_precision
-
-    method = canonical_method(method)
-    pool = Ensemble(members)
-    ds = load_dataset(dataset, data_dir)
-    images, y, left_out = _prepare_split(ds.split(split), pool.classes, pool.data_config)
-    kw = {"tta": tta, "batch_size": batch_size, "progress": progress, "precision": precision}
-    probs, secs = pool.member_probs(images, return_times=True, **kw)
-    m = len(pool)
-    selected, weights, selection, fit = list(range(m)), np.full(m, 1.0 / m), None, None
-    if greedy or method == "weighted":
-        fimages, fy, _ = _prepare_split(ds.split(fit_split), pool.classes, pool.data_config)
-        fprobs = pool.member_probs(fimages, **kw)
-        if greedy:
-            selection = greedy_select(fprobs, fy, method, replacement)
-            selected, weights = selection["selected"], np.asarray(selection["weights"])
-        if method == "weighted":
-            weights = fit_weights(fprobs[selected], fy, objective)
-        fit = {
-            "split": fit_split,
-            "objective": objective if method == "weighted" else None,
-            "members_accuracy": [_acc_nll(p, fy)[0] for p in fprobs],
-            "ensemble": _metrics(combine_probs(fprobs[selected], method, weights), fy, pool.classes),
-        }
-    ens = Ensemble([pool.members[i] for i in selected], method, weights, pool.classes,
-                   [pool.names[i] for i in selected])  # fmt: skip
-    t = time.perf_counter()
-    eprobs = combine_probs(probs[selected], method, weights)
-    combine_s = time.perf_counter() - t
-    n = max(len(y), 1)
-    full_w = np.zeros(m)
-    full_w[selected] = ens.weights
-    rows = []
-    for i, (mod, name) in enumerate(zip(pool.members, pool.names)):
-        rows.append({"index": i, "name": name, "model": getattr(mod, "model_name", type(mod).__name__),
-                     "weight": float(full_w[i]), "params": sum(p.numel() for p in mod.parameters()),
-                     "ms_per_image": 1000 * secs[i] / n, **_metrics(probs[i], y, pool.classes)})  # fmt: skip
-    ens_row = {"name": f"ensemble ({method})", "model": "ensemble", "weight": 1.0, "params": ens.num_params,
-               "ms_per_image": sum(rows[i]["ms_per_image"] for i in selected) + 1000 * combine_s / n,
-               **_metrics(eprobs, y, pool.classes)}  # fmt: skip
-    best = max(rows, key=lambda r: r["accuracy"])
-    report = {
-        "dataset": dataset,
-        "split": split,
-        "classes": list(pool.classes),
-        "method": method,
-        "tta": tta,
-        "precision": resolve_precision(precision),
-        "left_out_unknown_classes": left_out,
-        "members": rows,
-        "selected": selected,
-        "weights": ens.weights.tolist(),
-        "ensemble": ens_row,
-        "gain": {
-            "best_member": best["name"],
-            "accuracy_vs_best_member": ens_row["accuracy"] - best["accuracy"],
-            "accuracy_vs_mean_member": ens_row["accuracy"] - float(np.mean([r["accuracy"] for r in rows])),
-            "params_ratio_vs_best_member": ens_row["params"] / max(best["params"], 1),
-            "latency_ratio_vs_best_member": ens_row["ms_per_image"] / max(best["ms_per_image"], 1e-9),
-        },
-        "disagreement": disagreement_matrix(probs).tolist(),
-        "selection": selection,
-        "fit": fit,
-    }
-    return ens, report
-
-
-def markdown_ensemble_report(r: dict) -> str:
-    """The report as Markdown: member/ensemble table, gain against cost, disagreement matrix."""
-    title = f"# Ensemble ({r['method']}) on {r['dataset']}/{r['split']} (TTA {r['tta']})"
-    lines = [title, "", "| # | member | model | weight | params | ms/image | accuracy | macro F1 | NLL | ECE |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for row in [*r["members"], r["ensemble"]]:
-        idx = f"m{row['index']}" if "index" in row else "**all**"
-        lines.append(
-            f"| {idx} | {row['name']} | {row['model']} | {row['weight']:.3f} | {row['params']:,} | "
-            f"{row['ms_per_image']:.3f} | {100 * row['accuracy']:.2f} | {row['macro_f1']:.4f} | "
-            f"{row['nll']:.4f} | {row['ece']:.4f} |"
-        )
-    g = r["gain"]
-    lines += ["", f"- gain: {100 * g['accuracy_vs_best_member']:+.2f} pp accuracy over the best member "
-              f"({g['best_member']}), {100 * g['accuracy_vs_mean_member']:+.2f} pp over the members' mean",
-              f"- cost: {g['params_ratio_vs_best_member']:.2f}x the parameters and "
-              f"{g['latency_ratio_vs_best_member']:.2f}x the latency of the best member (measured, batched)"]  # fmt: skip
-    if r.get("selection"):
-        s = r["selection"]
-        lines.append(f"- greedy selection ({'with' if s['replacement'] else 'without'} replacement) on "
-                     f"{r['fit']['split']}: picks {[f'm{i}' for i in s['bag']]}, validation accuracy "
-                     f"{' -> '.join(f'{100 * a:.2f}' for a in s['history'])}")  # fmt: skip
-    if r.get("fit"):
-        f = r["fit"]
-        what = f"weights fitted ({f['objective']})" if f["objective"] else "selection"
-        lines.append(f"- {what} on {f['split']}: ensemble accuracy {100 * f['ensemble']['accuracy']:.2f}%, "
-                     f"NLL {f['ensemble']['nll']:.4f}")  # fmt: skip
-        if f["split"] == r["split"]:
-            lines.append("- warning: fitted and evaluated on the same split (optimistic)")
-    d = r["disagreement"]
-    names = [f"m{i}" for i in range(len(d))]
-    lines += ["", "Disagreement (fraction of images where two members' predictions differ)", "",
-              "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]  # fmt: skip
-    for n, row in zip(names, d):
-        lines.append(f"| {n} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_disagreement(d, names, path: str | Path, title: str = "") -> Path:
-    """The pairwise disagreement matrix as a PNG heat map."""
-    from .engine.plots import _plt, save_figure
-
-    plt = _plt()
-    d = np.asarray(d)
-    k = len(names)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * k, 1.2 + 0.7 * k))
-    im = ax.imshow(d, cmap="Oranges", vmin=0, vmax=max(float(d.max()), 1e-6))
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{d[i, j]:.3f}", ha="center", va="center", fontsize=8,
-                    color="white" if d[i, j] > 0.6 * d.max() else "black")  # fmt: skip
-    ax.set_xticks(range(k), names, rotation=45, ha="right")
-    ax.set_yticks(range(k), names)
-    ax.set_title(title or "pairwise disagreement")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    return save_figure(fig, path)
-
-
-def write_ensemble_report(r: dict, out_dir: str | Path, stem: str = "ensemble") -> dict:
-    """``<stem>.json``, ``<stem>.md`` and ``<stem>_disagreement.png`` in ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(r, indent=1))
-    (out / f"{stem}.md").write_text(markdown_ensemble_report(r))
-    names = [f"m{i}" for i in range(len(r["disagreement"]))]
-    png = plot_disagreement(r["disagreement"], names, out / f"{stem}_disagreement.png",
-                            f"disagreement on {r['dataset']}/{r['split']}")  # fmt: skip
-    return {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": png}
+register_loader(FORMAT, _load_file)

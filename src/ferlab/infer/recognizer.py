@@ -22,79 +22,33 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..runtime.weights import (  # noqa: F401  (the shipped models, re-exported for inference users)
+    PRETRAINED,
+    WEIGHTS_DIR,
+    list_pretrained,
+    load_default,
+    load_reference,
+    pretrained_int8_path,
+    pretrained_path,
+)
 
-#: Shipped models: name -> file inside ``ferlab/weights`` (MODEL_CARD.md describes each). ``default`` and ``fast``
-#: predict FER2013's seven classes, ``ferplus`` FER+'s eight (the seven and contempt).
-PRETRAINED = {"default": "default.safetensors", "fast": "fast.safetensors", "ferplus": "ferplus.safetensors"}
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 BACKENDS = ("torch", "onnx", "onnx-int8")
-
-
-def list_pretrained(available_only: bool = False) -> list[str]:
-    """Names of the shipped models (only those whose weights are in this installation if asked)."""
-    return [n for n, f in PRETRAINED.items() if not available_only or (WEIGHTS_DIR / f).is_file()]
-
-
-def pretrained_path(name: str) -> Path:
-    """The weights file of a shipped model."""
-    if name not in PRETRAINED:
-        raise ConfigError(f"unknown shipped model {name!r}; valid: {', '.join(PRETRAINED)}")
-    path = WEIGHTS_DIR / PRETRAINED[name]
-    if not path.is_file():
-        have = ", ".join(list_pretrained(True)) or "none"
-        raise ConfigError(
-            f"shipped model {name!r} is not in this installation ({path} missing); shipped here: {have}"
-        )
-    return path
-
-
-def pretrained_int8_path(name: str) -> Path | None:
-    """The shipped INT8 ONNX file of a shipped model (``weights/<name>.int8.onnx``), or None."""
-    path = WEIGHTS_DIR / f"{name}.int8.onnx"
-    return path if name in PRETRAINED and path.is_file() else None
-
-
-def load_default(name: str = "default"):
-    """The shipped model ``name`` (eval mode, ``.classes`` set), loaded from safetensors without pickle."""
-    from .engine.checkpoint import load_model
-
-    return load_model(pretrained_path(name))[0]
 
 
 def resolve_model(model, threads: int | None = None):
     """The one model reference: a model object from any of the ways a user names a model.
 
-    A shipped name (``'default'``, ``'fast'``, ``'ferplus'``), a run folder, a ``.pt`` checkpoint, a
-    ``.safetensors`` export or saved ensemble, an exported ``.onnx`` file (run by ONNX Runtime with
-    ``threads``), or a model object (returned as is). A registry architecture name (``'fernet_s'``) has no
-    trained weights: the error says so and how to train it.
+    What :func:`ferlab.runtime.weights.load_reference` takes (a shipped name such as ``'default'``, a run
+    folder, a ``.pt`` checkpoint, a ``.safetensors`` export or saved ensemble, a model object), plus an
+    exported ``.onnx`` file, run by ONNX Runtime with ``threads``. A registry architecture name
+    (``'fernet_s'``) has no trained weights: the error says so and how to train it.
     """
-    if not isinstance(model, (str, Path)):
-        if not hasattr(model, "data_config") or not hasattr(model, "classes"):
-            raise ConfigError(
-                f"{type(model).__name__} is not a ferlab model (needs .data_config and .classes)"
-            )
-        return model
-    if str(model) in PRETRAINED:
-        return load_default(str(model))
-    path = Path(model)
-    if not path.exists():
-        from .models import list_models
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+        from .onnx import OnnxModel
 
-        if str(model) in list_models():
-            raise ConfigError(
-                f"{model!r} is an architecture of the zoo without trained weights; train it (ferlab train "
-                f"--config configs/{model}/...yaml, or ferlab zoo train) and pass its run folder, or use a "
-                f"shipped model: {', '.join(PRETRAINED)}"
-            )
-    if path.suffix == ".onnx":
-        from .export import OnnxModel
-
-        return OnnxModel.from_file(path, threads)
-    from .engine.checkpoint import load_model
-
-    return load_model(model)[0]
+        return OnnxModel.from_file(model, threads)
+    return load_reference(model)
 
 
 @dataclass
@@ -168,10 +122,10 @@ class Recognizer:
     ) -> None:
         import torch
 
-        from .engine.evaluate import TTA
-        from .hardware import configure_threads
-        from .runtime.precision import resolve_precision
-        from .transforms import create_transform
+        from ..hardware import configure_threads
+        from ..runtime.precision import resolve_precision
+        from ..runtime.predict import TTA
+        from ..transforms import create_transform
 
         if tta not in TTA:
             raise ConfigError(f"unknown TTA {tta!r}; valid: {', '.join(TTA)}")
@@ -184,7 +138,7 @@ class Recognizer:
         self.tta, self.batch_size, self.backend = tta, int(batch_size), backend
         self._onnx = None
         if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):  # an exported file runs in ORT
-            from .export import OnnxModel
+            from .onnx import OnnxModel
 
             self._onnx = OnnxModel.from_file(model, self.threads)
             self.model = self._onnx
@@ -205,7 +159,7 @@ class Recognizer:
         self._detector_spec, self._detector = detector, None
         self.margin, self.min_face = float(margin), None if min_face is None else int(min_face)
         if backend != "torch" and self._onnx is None:
-            from .export import OnnxModel
+            from .onnx import OnnxModel
 
             shipped = pretrained_int8_path(str(model)) if isinstance(model, (str, Path)) else None
             if backend == "onnx-int8" and shipped is not None:
@@ -221,7 +175,7 @@ class Recognizer:
     @property
     def detector(self):
         if self._detector is None:
-            from .faces.detect import create_detector
+            from ..faces.detect import create_detector
 
             spec = self._detector_spec
             opts = {} if self.min_face is None else {"min_size": self.min_face}
@@ -229,7 +183,7 @@ class Recognizer:
         return self._detector
 
     def _crop(self, img: np.ndarray, face) -> np.ndarray:
-        from .faces.geometry import crop_face
+        from ..faces.geometry import crop_face
 
         return crop_face(img, face.box, self.margin, square=True)
 
@@ -241,7 +195,7 @@ class Recognizer:
             return np.zeros((0, len(self.classes)), np.float32)
         if self._onnx is not None:
             return self._onnx.predict_probs(crops, self.transform, self.batch_size, self.tta)
-        from .engine.evaluate import predict_probs
+        from ..runtime.predict import predict_probs
 
         return predict_probs(
             self.model,
@@ -270,7 +224,7 @@ class Recognizer:
 
     def predict(self, image) -> list[FacePrediction]:
         """Every face in ``image`` (path, numpy array or PIL image), largest first; [] when there is none."""
-        from .io import as_array
+        from ..io import as_array
 
         img = as_array(image)
         faces = self.detector.detect(img)
@@ -283,7 +237,7 @@ class Recognizer:
         """Yield ``(image, faces or exception)`` for many images; unreadable files yield their error, never stop."""
         from tqdm.auto import tqdm
 
-        from .errors import FerlabError
+        from ..errors import FerlabError
 
         for item in tqdm(images, desc="predict", disable=not progress, unit="img"):
             try:
@@ -317,7 +271,7 @@ def _check_device(device: str) -> str:
 
 def _stack_crops(crops, data_config) -> np.ndarray:
     """Crops as one uint8 array ``[N,H,W(,3)]``; a list of crops is resized to the model's input, crop by crop."""
-    from .faces.geometry import resize
+    from ..faces.geometry import resize
 
     if isinstance(crops, np.ndarray):
         if crops.dtype != np.uint8:

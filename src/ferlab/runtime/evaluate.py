@@ -1,10 +1,4 @@
-"""Evaluation: batched prediction with optional test-time augmentation, metrics and reports.
-
-``predict_probs`` is the one prediction loop used by the Trainer's validation, ``ferlab evaluate``,
-ensembles and the inference API: uint8 crops -> shared eval transform -> model -> softmax, with
-``tta='flip'`` (average with the mirrored face) or ``'tencrop'`` (four corners + centre at 90 % of the
-side, resized back, and their mirrors).
-"""
+"""Evaluation: a model's metrics on a split (through the one prediction loop, :mod:`.predict`) and reports."""
 
 from __future__ import annotations
 
@@ -13,72 +7,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..runtime.precision import autocast_context, resolve_precision
-from ..transforms import create_transform
 from .metrics import classification_metrics
-
-TTA = ("none", "flip", "tencrop")
-
-
-def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """The views of a normalised batch averaged by test-time augmentation."""
-    if tta in (None, "none"):
-        return [x]
-    if tta == "flip":
-        return [x, x.flip(-1)]
-    if tta == "tencrop":
-        h, w = x.shape[-2:]
-        ch, cw = round(h * 0.9), round(w * 0.9)
-        offs = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
-        crops = [
-            F.interpolate(x[..., i : i + ch, j : j + cw], size=(h, w), mode="bilinear", align_corners=False)
-            for i, j in offs
-        ]
-        return crops + [c.flip(-1) for c in crops]
-    raise ConfigError(f"unknown TTA {tta!r}; valid: {', '.join(TTA)}")
-
-
-@torch.no_grad()
-def predict_probs(
-    model,
-    images,
-    transform=None,
-    batch_size: int = 256,
-    tta: str = "none",
-    device: str = "cpu",
-    progress: bool = False,
-    precision: str = "fp32",
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Class probabilities ``[N, C]`` for uint8 face crops (array ``[N,H,W(,3)]``).
-
-    ``precision='bf16'`` (or ``'auto'``) runs the model under autocast; with ``channels_last`` the batch
-    is laid out NHWC (convert the model too: ``model.to(memory_format=torch.channels_last)``). Both are
-    the CPU fast path; fp32 is the exact reference.
-    """
-    from tqdm.auto import tqdm
-
-    if getattr(model, "is_ensemble", False):  # members need their own transforms (ferlab.ensemble)
-        return model.predict_probs(images, tta, batch_size, device, progress, precision, channels_last)
-    if not isinstance(model, torch.nn.Module) and hasattr(model, "predict_probs"):  # an ONNX Runtime model
-        return model.predict_probs(images, transform, batch_size, tta)
-    precision = resolve_precision(precision, device)
-    transform = transform or create_transform(model.data_config, is_training=False)
-    model.eval()
-    out = []
-    rng = range(0, len(images), batch_size)
-    for i in tqdm(rng, desc="predict", disable=not progress, leave=False):
-        x = transform(images[i : i + batch_size]).to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(precision, device):
-            p = torch.stack([F.softmax(model(v).float(), -1) for v in tta_views(x, tta)]).mean(0)
-        out.append(p.cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, model.num_classes), np.float32)
+from .precision import resolve_precision
+from .predict import predict_probs
 
 
 def evaluate_model(
@@ -146,7 +79,7 @@ def write_report(m: dict, out_dir: str | Path, stem: str, title: str) -> dict:
     import io
 
     from ..io import write_atomic
-    from .plots import plot_confusion
+    from ..plots import plot_confusion
 
     out = Path(out_dir)
     write_atomic(json.dumps(m, indent=1), out / f"{stem}.json")
