@@ -101,9 +101,9 @@ def violations(graph) -> list[str]:
     """Upward imports, and imports between the packages of one layer (core modules aside)."""
     bad = []
     for m, targets in graph.items():
-        lm, top_m = layer_of(m), (m.split(".") + [""])[1]
+        lm, top_m = layer_of(m), ([*m.split("."), ""])[1]
         for t in targets:
-            lt, top_t = layer_of(t), (t.split(".") + [""])[1]
+            lt, top_t = layer_of(t), ([*t.split("."), ""])[1]
             if lt > lm:
                 bad.append(f"{m} ({LAYERS[lm][0]}) imports {t} ({LAYERS[lt][0]}): upward")
             elif lt == lm and top_t != top_m and LAYERS[lm][0] not in ("core", "cli"):

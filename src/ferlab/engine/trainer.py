@@ -127,22 +127,16 @@ class Trainer:
     def _setup(self) -> None:
         from ..data.balance import class_weights
         from ..data.synthetic import synthetic_mask
-        from ..models import create_model, model_info
+        from ..models import create_model, resolve_data_config
         from ..transforms import create_transform
         from .losses import CenterLoss, IslandLoss, classification_loss
         from .optim import build_optimizer, build_scheduler
         from .tasks import ClassificationTask, EmbeddingLossTask
 
         cfg = self.cfg
-        info = model_info(cfg.model)
-        probe = info.data
         if self._splits is None:
             # the data config depends only on the registry entry and img_size/in_chans overrides
-            tmp = create_model(
-                cfg.model, num_classes=2, in_chans=cfg.in_chans, img_size=cfg.img_size, **cfg.model_kwargs
-            )
-            probe = tmp.data_config
-            del tmp
+            probe = resolve_data_config(cfg.model, cfg.in_chans, cfg.img_size)
             self._splits, self._classes = load_training_data(cfg, probe, self.skipped)
         self.splits, self.classes = self._splits, tuple(self._classes)
         self.train_split = self.splits["train"]
@@ -162,9 +156,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = create_model(
             cfg.model, num_classes=len(self.classes), in_chans=cfg.in_chans, img_size=cfg.img_size,
-            pretrained=cfg.pretrained, **cfg.model_kwargs,
+            pretrained=cfg.pretrained, classes=self.classes, **cfg.model_kwargs,
         )  # fmt: skip
-        self.model.classes = self.classes
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -531,8 +524,7 @@ class Trainer:
         sched = self.scheduler.state_dict() if self.scheduler is not None else None
         return {
             "format": FORMAT, "version": 1,
-            "model_name": self.model.model_name, "model_kwargs": self.model.model_kwargs,
-            "classes": list(self.classes), "data_config": self.model.data_config.to_dict(),
+            **self.model.spec.replace(classes=self.classes).to_dict(),
             "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step, "best_metric": self.best,
             "bad_epochs": self.bad_epochs, "train_time": self.train_time, "cpu_time": self.cpu_time,
             "precision": self.precision,

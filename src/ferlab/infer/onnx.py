@@ -34,8 +34,9 @@ import numpy as np
 
 from ..errors import ConfigError, FerlabError
 from ..io import write_atomic
+from ..models.spec import ONNX_FORMAT, ModelSpec
 
-FORMAT = "ferlab-onnx"
+FORMAT = ONNX_FORMAT
 INPUT, OUTPUT = "input", "logits"
 
 
@@ -85,14 +86,9 @@ def _model_bytes(model, opset: int, dynamic_batch: bool) -> bytes:
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ConfigError(f"cannot export {name} to ONNX opset {opset}: {msg}") from None
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {
-        "format": FORMAT,
-        "model_name": str(getattr(model, "model_name", type(model).__name__)),
-        "model_kwargs": json.dumps(getattr(model, "model_kwargs", {}) or {}),
-        "classes": json.dumps(list(model.classes)),
-        "data_config": json.dumps(model.data_config.to_dict()),
-        "dynamic_batch": json.dumps(bool(dynamic_batch)),
-    }
+    from ..models import spec_of
+
+    meta = {"format": FORMAT, **spec_of(model).to_meta(), "dynamic_batch": json.dumps(bool(dynamic_batch))}
     from .._version import __version__
 
     meta["ferlab_version"] = __version__
@@ -241,7 +237,6 @@ class OnnxModel:
         _require("onnxruntime")
         import onnxruntime as ort
 
-        from ..models import DataConfig
 
         try:
             self.session = ort.InferenceSession(
@@ -255,9 +250,10 @@ class OnnxModel:
             raise ConfigError(f"{source}: ONNX file without ferlab metadata (classes, data config)")
         plain = ("format", "model_name", "ferlab_version")
         self.metadata = {k: (v if k in plain else json.loads(v)) for k, v in props.items()}
-        self.classes = tuple(self.metadata["classes"])
-        self.data_config = DataConfig.from_dict(self.metadata["data_config"])
-        self.model_name = self.metadata.get("model_name", "onnx")
+        self.spec = ModelSpec.from_meta({"model_name": "onnx", **props})
+        self.classes = self.spec.classes
+        self.data_config = self.spec.data_config
+        self.model_name = self.spec.architecture
         self.num_classes = len(self.classes)
         self.source = source
         inp = self.session.get_inputs()[0]

@@ -43,7 +43,7 @@ from .recognizer import FacePrediction
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 
 #: A small photo shipped with ferlab (NASA astronaut Eileen Collins, public domain, from scikit-image).
-EXAMPLE_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
+EXAMPLE_IMAGE = Path(__file__).parent.parent / "assets" / "astronaut.jpg"
 
 #: Drawing colours (RGB) of the canonical classes; other class names get a colour from :data:`_SPARE`.
 CLASS_COLORS = {

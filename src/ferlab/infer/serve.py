@@ -47,7 +47,7 @@ MAX_PIXELS = 16_000_000
 READ_TIMEOUT, BODY_TIMEOUT = 10.0, 60.0
 #: multipart headers and boundaries around the file on top of ``max_upload``
 _MULTIPART_SLACK = 64 * 1024
-PAGE = Path(__file__).parent / "assets" / "serve.html"
+PAGE = Path(__file__).parent.parent / "assets" / "serve.html"
 
 
 class UploadError(Exception):

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConfigError, unknown_name
 from ..transforms.data_config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
+from .spec import ModelSpec, attach_spec
 
 
 @dataclass
@@ -97,15 +98,38 @@ def model_info(name: str) -> ModelInfo:
     return _MODELS[name]
 
 
+def resolve_data_config(name: str, in_chans: int | None = None, img_size: int | None = None) -> DataConfig:
+    """The input a registered model takes at ``in_chans``/``img_size`` (defaults: its registered input).
+
+    Pure: reads the registry entry only, builds nothing. Another channel count than the registered one
+    drops the LBP channel and picks gray (1) or RGB (3+), keeping the registered mean/std where they apply.
+    """
+    d = model_info(name).data
+    c = in_chans if in_chans is not None else d.input_size[0]
+    side = img_size if img_size is not None else d.input_size[1]
+    if c == d.input_size[0] and side == d.input_size[1]:
+        return d
+    col, lbp = d.color, d.lbp
+    if c != d.input_size[0]:
+        lbp = False
+        col = "gray" if c == 1 else "rgb"
+    mean = d.mean[:1] * c if col == "gray" else (d.mean + (0.5,) * c)[:c]
+    std = d.std[:1] * c if col == "gray" else (d.std + (0.5,) * c)[:c]
+    return DataConfig((c, side, side), col, lbp, tuple(mean), tuple(std))
+
+
 def create_model(
     name: str,
     num_classes: int = 7,
     in_chans: int | None = None,
     img_size: int | None = None,
     pretrained: str | Path | None = None,
+    classes=None,
+    data_config: DataConfig | None = None,
+    crop=None,
     **switches,
 ):
-    """Build a registered model.
+    """Build a registered model, with its :class:`~ferlab.models.spec.ModelSpec` attached (``model.spec``).
 
     Args:
         name: registry name (see :func:`list_models`).
@@ -114,6 +138,9 @@ def create_model(
         img_size: square input side; defaults to the model's data config.
         pretrained: path to backbone/full weights (safetensors or a ``weights_only`` torch file); loaded
             non-strictly with classifier-shape mismatches dropped and reported.
+        classes: the class names of the outputs, when known (recorded in the spec and in every file).
+        data_config: the input description, when a file records one (default: :func:`resolve_data_config`).
+        crop: the face-crop rule of the training data (a dict, recorded in the spec), when known.
         **switches: the model's own options (ablation switches); unknown ones are an error.
     """
     info = model_info(name)
@@ -124,29 +151,24 @@ def create_model(
         )
     if num_classes < 1:
         raise ConfigError(f"num_classes={num_classes} must be >= 1")
+    if classes is not None and len(classes) != num_classes:
+        raise ConfigError(f"{len(classes)} class names for num_classes={num_classes}")
     kw = dict(switches)
     kw["num_classes"] = num_classes
     kw["in_chans"] = in_chans if in_chans is not None else info.data.input_size[0]
     kw["img_size"] = img_size if img_size is not None else info.data.input_size[1]
     model = info.fn(**kw)
-    model.model_name = name
-    model.model_kwargs = {k: v for k, v in kw.items()}
-    if kw["in_chans"] != info.data.input_size[0] or kw["img_size"] != info.data.input_size[1]:
-        d = info.data
-        c = kw["in_chans"]
-        col = d.color
-        lbp = d.lbp
-        if c != d.input_size[0]:
-            lbp = False
-            col = "gray" if c == 1 else "rgb"
-        mean = d.mean[:1] * c if col == "gray" else (d.mean + (0.5,) * c)[:c]
-        std = d.std[:1] * c if col == "gray" else (d.std + (0.5,) * c)[:c]
-        model.data_config = DataConfig((c, kw["img_size"], kw["img_size"]), col, lbp, tuple(mean), tuple(std))
-    else:
-        model.data_config = info.data
+    dc = data_config or resolve_data_config(name, kw["in_chans"], kw["img_size"])
+    attach_spec(model, ModelSpec(name, dict(kw), dc, tuple(classes or ()), dict(crop) if crop else None))
     if pretrained:
         load_pretrained(model, pretrained)
     return model
+
+
+def create_model_from_spec(spec):
+    """The model a :class:`~ferlab.models.spec.ModelSpec` describes (fresh weights; load them next)."""
+    return create_model(spec.architecture, **spec.kwargs, classes=spec.classes or None,
+                        data_config=spec.data_config, crop=spec.crop)  # fmt: skip
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -42,9 +42,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, unknown_name
+from ..models.spec import ENSEMBLE_FORMAT, ModelSpec, attach_spec, spec_of
 from .files import register_loader
 
-FORMAT = "ferlab-ensemble"
+FORMAT = ENSEMBLE_FORMAT
 METHODS = ("mean", "logit", "vote", "weighted")
 ALIASES = {"mean_prob": "mean", "prob": "mean", "mean_logit": "logit", "majority": "vote"}
 OBJECTIVES = ("nll", "accuracy")
@@ -247,7 +248,7 @@ class Ensemble(nn.Module):
                     raise ConfigError(
                         f"ensemble member {name} has {model.num_classes} outputs for {len(ref)} classes"
                     )
-                model.classes = ref
+                attach_spec(model, spec_of(model, ref))  # the classes the caller gave
                 continue
             if ref is None:
                 ref, ref_name = cls, names[0]
@@ -360,8 +361,7 @@ def save_ensemble(ens: Ensemble, path: str | Path) -> Path:
             raise ConfigError(
                 f"ensemble member {name} cannot be saved: build members with ferlab.create_model"
             )
-        members.append({"model_name": m.model_name, "model_kwargs": m.model_kwargs,
-                        "data_config": m.data_config.to_dict(), "name": name})  # fmt: skip
+        members.append({**spec_of(m).replace(classes=()).to_dict(), "name": name})
         sd.update({f"m{i}.{k}": v.detach().cpu().contiguous().clone() for k, v in m.state_dict().items()})
     meta = {
         "format": FORMAT,
@@ -382,7 +382,7 @@ def load_ensemble(path: str | Path) -> Ensemble:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from .files import _build
+    from .files import build_model
 
     path = Path(path)
     if not path.is_file():
@@ -395,10 +395,9 @@ def load_ensemble(path: str | Path) -> Ensemble:
     classes = tuple(json.loads(meta["classes"]))
     models, names = [], []
     for i, d in enumerate(json.loads(meta["members"])):
-        model = _build(d["model_name"], d["model_kwargs"], d["data_config"])
+        model = build_model(ModelSpec.from_dict(d).replace(classes=classes))
         prefix = f"m{i}."
         model.load_state_dict({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
-        model.classes = classes
         models.append(model.eval())
         names.append(d.get("name", d["model_name"]))
     return Ensemble(models, meta["method"], json.loads(meta["weights"]), classes, names)

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..models.spec import CHECKPOINT_FORMAT, WEIGHTS_FORMAT, ModelSpec, spec_of
 
-FORMAT = "ferlab-checkpoint"
+FORMAT = CHECKPOINT_FORMAT  # the name the Trainer's checkpoints carry
 
 #: ``.safetensors`` formats other than plain weights: ``metadata['format'] -> loader(path, metadata)`` returning
 #: ``(model, classes, info)`` like :func:`load_model`. :mod:`ferlab.runtime.ensemble` registers ensembles.
@@ -74,20 +75,14 @@ def _first_sentence(e: BaseException, limit: int = 160) -> str:
     return first if len(first) <= limit else first[: first.rfind(" ", 0, limit)] + " ..."
 
 
-def export_weights(model: torch.nn.Module, path: str | Path, classes, extra: dict | None = None) -> Path:
-    """Write ``model``'s weights and its description as a ``.safetensors`` file (atomically)."""
+def export_weights(model: torch.nn.Module, path: str | Path, classes=None, extra: dict | None = None) -> Path:
+    """Write ``model``'s weights and its spec (classes filled in when given) as ``.safetensors``, atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format": "ferlab-weights",
-        "model_name": model.model_name,
-        "model_kwargs": json.dumps(model.model_kwargs),
-        "classes": json.dumps(list(classes)),
-        "data_config": json.dumps(model.data_config.to_dict()),
-        **{k: json.dumps(v) for k, v in (extra or {}).items()},
-    }
+    meta = {"format": WEIGHTS_FORMAT, **spec_of(model, classes).to_meta(),
+            **{k: json.dumps(v) for k, v in (extra or {}).items()}}  # fmt: skip
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(sd, str(tmp), metadata=meta)
@@ -95,13 +90,14 @@ def export_weights(model: torch.nn.Module, path: str | Path, classes, extra: dic
     return path
 
 
-def _build(name: str, kwargs: dict, data_config: dict | None):
-    from ..models import DataConfig, create_model
+def build_model(spec: ModelSpec):
+    """A fresh model for ``spec`` (a checkpoint's or file's description; no data config: the registry's)."""
+    from ..models import create_model_from_spec, resolve_data_config
 
-    model = create_model(name, **kwargs)
-    if data_config:
-        model.data_config = DataConfig.from_dict(data_config)
-    return model
+    if spec.data_config is None:
+        spec = spec.replace(data_config=resolve_data_config(spec.architecture, spec.kwargs.get("in_chans"),
+                                                            spec.kwargs.get("img_size")))  # fmt: skip
+    return create_model_from_spec(spec)
 
 
 def load_model(path: str | Path, use_ema: bool = True):
@@ -120,12 +116,12 @@ def load_model(path: str | Path, use_ema: bool = True):
             raise ConfigError(f"{path}: not a readable safetensors file ({_first_sentence(e)})") from None
         if meta.get("format") in _LOADERS:  # other formats register here (an ensemble: runtime.ensemble)
             return _LOADERS[meta["format"]](path, meta)
-        if meta.get("format") != "ferlab-weights":
+        if meta.get("format") != WEIGHTS_FORMAT:
             raise ConfigError(f"{path}: safetensors file without ferlab metadata (model name, classes)")
         try:
-            kwargs, dcfg = json.loads(meta["model_kwargs"]), json.loads(meta["data_config"])
-            classes = tuple(json.loads(meta["classes"]))
-            model = _build(meta["model_name"], kwargs, dcfg)
+            spec = ModelSpec.from_meta(meta)
+            classes = spec.classes
+            model = build_model(spec)
         except (KeyError, ValueError, TypeError) as e:
             raise ConfigError(
                 f"{path}: damaged ferlab metadata ({type(e).__name__}: {_first_sentence(e)})"
@@ -136,10 +132,11 @@ def load_model(path: str | Path, use_ema: bool = True):
             raise ConfigError(
                 f"{path}: its tensors do not fit a {meta['model_name']} ({_first_sentence(e)})"
             ) from None
-        info = {k: v for k, v in meta.items() if k not in ("model_kwargs", "data_config", "classes")}
+        info = {k: v for k, v in meta.items() if k not in ("model_kwargs", "data_config", "classes", "crop")}
     else:
         ck = load_checkpoint(path)
-        model = _build(ck["model_name"], ck["model_kwargs"], ck.get("data_config"))
+        spec = ModelSpec.from_dict(ck)
+        model = build_model(spec)
         sd = ck["ema"] if use_ema and ck.get("ema") else ck["model"]
         try:
             model.load_state_dict(sd)
@@ -147,8 +144,7 @@ def load_model(path: str | Path, use_ema: bool = True):
             raise ConfigError(
                 f"{path}: its tensors do not fit a {ck['model_name']} ({_first_sentence(e)})"
             ) from None
-        classes = tuple(ck["classes"])
+        classes = spec.classes
         info = {"epoch": ck.get("epoch"), "path": ck["path"], "metrics": ck.get("metrics", {})}
-    model.classes = classes
     model.eval()
     return model, classes, info
