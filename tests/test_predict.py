@@ -23,7 +23,6 @@ from ferlab.infer.predict import (
     PredictSummary,
     annotate,
     box_iou,
-    classify_images,
     expand_inputs,
     predict_paths,
     predict_video,
@@ -101,7 +100,7 @@ def test_astronaut_has_exactly_one_face_with_probabilities_summing_to_one(recogn
 
 def test_blank_image_is_a_record_with_no_face(recognizer, tmp_path):
     blank = np.full((240, 320, 3), 200, np.uint8)
-    assert classify_images(recognizer, [blank]) == [[]]
+    assert recognizer.predict_batch([blank]) == [[]]
     Image.fromarray(blank).save(tmp_path / "blank.png")
     (rec,) = predict_paths(recognizer, [tmp_path / "blank.png"])
     assert rec.ok and rec.faces == []
@@ -115,7 +114,7 @@ def test_several_faces_are_all_reported_largest_first(tiny_weights, astronaut):
     canvas[:, :512] = astronaut
     small = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)
     canvas[96:416, 640:960] = small
-    (faces,) = classify_images(recognizer, [canvas])
+    (faces,) = recognizer.predict_batch([canvas])
     assert len(faces) == 2
     areas = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]
     assert areas[0] > areas[1] and faces[0].box[0] < 512 < faces[1].box[0]
@@ -342,7 +341,6 @@ def test_help_mentions_predict(capsys):
 def test_same_face_same_probabilities_alone_and_in_a_batch():
     """A face scores the same alone and batched with faces of other photos (fp32, within 1e-4)."""
     from ferlab import Recognizer
-    from ferlab.infer.predict import classify_images
     from ferlab.infer.recognizer import WEIGHTS_DIR
     from ferlab.io import read_image
 
@@ -351,7 +349,7 @@ def test_same_face_same_probabilities_alone_and_in_a_batch():
     small = np.ascontiguousarray(astro[::2, ::2])
     r = Recognizer("default", precision="fp32", threads=1)
     alone = [r.predict(im) for im in (astro, big, small)]
-    together = classify_images(r, [astro, big, small])
+    together = r.predict_batch([astro, big, small])
     for a, b in zip(alone, together):
         assert len(a) == len(b) >= 1
         for fa, fb in zip(a, b):

@@ -6,6 +6,7 @@ Batch helpers skip bad files, count them by reason and report the count; nothing
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -243,20 +244,44 @@ class SkipReport:
         return written
 
 
-def write_atomic(data: bytes | str, path: str | Path) -> Path:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through a temporary file beside it and
-    ``os.replace``: a kill never leaves a torn file. Parent folders are created."""
+def temp_path(path: str | Path, keep_suffix: bool = False) -> Path:
+    """The temporary name a file is written under before it replaces ``path``: beside it, hidden, marked with
+    this process id; ``keep_suffix`` for writers that choose the format by the suffix (images)."""
+    import os
+
+    path = Path(path)
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, keep_suffix: bool = False):
+    """Write to the yielded temporary path; when the block succeeds it replaces ``path`` (``os.replace``: a
+    kill never leaves a torn file), when it fails it is removed. Parent folders are created. The one way
+    ferlab writes files: checkpoints, weights, ensembles, datasets, reports, figures, tables.
+
+    Example:
+        >>> with atomic_path("out/model.pt") as tmp:
+        ...     torch.save(obj, tmp)
+    """
     import os
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path, keep_suffix)
     try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_atomic(data: bytes | str, path: str | Path) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def _check_image(img) -> np.ndarray:

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import atomic_path
 
-def _plt():
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed); the one way ferlab gets it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,23 +26,19 @@ def save_figure(fig, path: str | Path, dpi: int = 110, layout: bool = True) -> P
 
     if layout:
         fig.tight_layout()
-    import os
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # same suffix: same image format
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with atomic_path(path, keep_suffix=True) as tmp:  # same suffix: same image format
+            fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
     """Loss, accuracy and learning rate per epoch from a run's ``metrics.csv``."""
-    plt = _plt()
+    plt = pyplot()
     with open(metrics_csv) as f:
         rows = list(csv.DictReader(f))
     ep = [int(r["epoch"]) for r in rows]
@@ -63,7 +62,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
 
 def plot_confusion(cm, classes, path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix with counts in each cell."""
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1 + 0.8 * len(classes), 0.8 + 0.8 * len(classes)))

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+#: what ``ferlab bench`` measures (``compare`` is :func:`ferlab.analysis.compare.bench_compare`)
+BENCHMARKS = ("train", "predict", "detect", "compare", "closeups")
+
 
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)

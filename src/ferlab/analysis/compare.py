@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..labels import CANONICAL
+from ..tables import markdown_table
 
 #: fer's output order (fer.FER._get_labels)
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -210,14 +211,21 @@ def bench_compare(
 def format_compare(rows: list[dict], header: bool = True) -> str:
     photo = sorted({k[3:] for r in rows for k in r if k.startswith("ms_") and not k.startswith("ms_ratio")},
                    key=lambda s: tuple(int(v) for v in s.split("x")))  # fmt: skip
-    head = ("| threads | system | PrivateTest acc. | faces/s (batched) | x fer | faces per CPU-s | faces/s (one at a time) "
-            "| x fer |" + "".join(f" ms/photo {p} | ms / fer's |" for p in photo))  # fmt: skip
-    sep = "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(photo)
-    out = [head, sep] if header else []
-    for r in rows:
-        acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f} %"
-        line = (f"| {r['threads']} | {r['system']} | {acc} | {r['faces_per_s']:,.0f} | {r['ratio']:.2f} | "
-                f"{r['faces_per_cpu_s']:,.0f} | {r['faces_per_s_one']:,.0f} | {r['ratio_one']:.2f} |")  # fmt: skip
-        line += "".join(f" {r[f'ms_{p}']:.1f} | {r[f'ms_ratio_{p}']:.2f} |" for p in photo)
-        out.append(line)
-    return "\n".join(out)
+    head = [
+        "threads",
+        "system",
+        "PrivateTest acc.",
+        "faces/s (batched)",
+        "x fer",
+        "faces per CPU-s",
+        "faces/s (one at a time)",
+        "x fer",
+        *(h for p in photo for h in (f"ms/photo {p}", "ms / fer's")),
+    ]
+    cells = [[r["threads"], r["system"], None if r["accuracy"] is None else f"{100 * r['accuracy']:.2f} %",
+              f"{r['faces_per_s']:,.0f}", f"{r['ratio']:.2f}", f"{r['faces_per_cpu_s']:,.0f}",
+              f"{r['faces_per_s_one']:,.0f}", f"{r['ratio_one']:.2f}",
+              *(v for p in photo for v in (f"{r[f'ms_{p}']:.1f}", f"{r[f'ms_ratio_{p}']:.2f}"))]
+             for r in rows]  # fmt: skip
+    table = markdown_table(head, cells, "rlrrrrrr" + "rr" * len(photo))
+    return table if header else "\n".join(table.split("\n")[2:])

@@ -44,6 +44,7 @@ import time
 import torch
 
 from ..errors import ConfigError, FerlabError
+from ..tables import markdown_table
 
 
 # -- memory ---------------------------------------------------------------------------------------------
@@ -254,20 +255,24 @@ def format_table(rows: list[dict]) -> str:
     """The Markdown table, with the machine and the measurement conventions as notes under it."""
     ok = [r for r in rows if "error" not in r]
     batch = ok[0]["batch"] if ok else 64
-    lines = [
-        f"| model | input | params | GFLOPs/img | weights MB | device | precision | latency b1 (ms) "
-        f"| throughput b{batch} (img/s) | peak mem b1 (MB) | peak mem b{batch} (MB) |",
-        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+    head = [
+        "model",
+        "input",
+        "params",
+        "GFLOPs/img",
+        "weights MB",
+        "device",
+        "precision",
+        "latency b1 (ms)",
+        f"throughput b{batch} (img/s)",
+        "peak mem b1 (MB)",
+        f"peak mem b{batch} (MB)",
     ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | error: {r['error']} |" + " |" * 9)
-            continue
-        lines.append(
-            f"| {r['model']} | {r['input']} | {r['params']:,} | {r['gflops']:.3f} | {r['weights_mb']:.1f} | "
-            f"{r['device']} | {r['precision']} | {r['latency_ms_b1']:.2f} | {r['throughput']:.1f} | "
-            f"{r['peak_mb_b1']:.1f} | {r['peak_mb_batch']:.1f} |"
-        )
+    cells = [[r["model"], f"error: {r['error']}"] if "error" in r else
+             [r["model"], r["input"], f"{r['params']:,}", f"{r['gflops']:.3f}", f"{r['weights_mb']:.1f}", r["device"],
+              r["precision"], f"{r['latency_ms_b1']:.2f}", f"{r['throughput']:.1f}", f"{r['peak_mb_b1']:.1f}",
+              f"{r['peak_mb_batch']:.1f}"] for r in rows]  # fmt: skip
+    lines = markdown_table(head, cells, "llrrrllrrrr").split("\n")
     cpu_rows = [r for r in ok if r["device"] == "cpu"]
     methods = sorted({r["memory_method"] for r in ok})
     notes = [

@@ -252,10 +252,6 @@ CORRUPTIONS: dict[str, Corruption] = {
 }  # fmt: skip
 
 
-def list_corruptions() -> list[str]:
-    return list(CORRUPTIONS)
-
-
 def corruption_rng(name: str, severity: float, seed: int = 0) -> np.random.Generator:
     """The generator of one (corruption, severity) under ``seed``: independent of call order."""
     return np.random.default_rng([int(seed), zlib.crc32(f"{name}:{float(severity):g}".encode())])

@@ -204,9 +204,9 @@ def explain_faces(
 
 def plot_grid(faces: list[Face], labels: list[str], path: str | Path, method: str = "gradcam") -> Path:
     """Rows: faces; columns: the face, then each checkpoint's overlay(s) titled with the predicted label."""
-    from ..plots import _plt, save_figure
+    from ..plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     cols = [(label, j) for label in labels for j in range(len(faces[0].results[label]["maps"]))]
     nrow, ncol = len(faces), 1 + len(cols)
     height = 2.6 * nrow + 0.4

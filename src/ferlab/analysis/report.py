@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import write_atomic
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
@@ -314,5 +315,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     page = build_report(run_dir)
     path = Path(out) if out else Path(run_dir) / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    write_atomic(page, path)
     return path

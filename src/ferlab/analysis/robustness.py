@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, unknown_name
+from ..io import write_atomic
+from ..tables import markdown_table
 from .corruptions import CORRUPTIONS, corrupt
 
 
@@ -134,40 +136,39 @@ def _pct(v: float) -> str:
     return "-" if v != v else f"{100 * v:.2f}"
 
 
-def markdown_table(res: dict, title: str = "Robustness") -> str:
+def robustness_markdown(res: dict, title: str = "Robustness") -> str:
     """The buckets summary and one accuracy-per-severity table per corruption (accuracy in %)."""
     ck = res["checkpoints"]
-    head = "| " + " | ".join(ck) + " |"
-    rule = "---:|" * len(ck)
-    lines = [f"# {title}", "", f"- images: {res['n']} (shape {'x'.join(map(str, res['image_shape']))}), "
-             f"corruption seed {res['seed']}, precision {res['precision']}",
-             "- the same corrupted images for every checkpoint; accuracy in %; buckets average the accuracies "
-             "of the severities they hold (the clean point excluded)", "",
-             "## Clean", "", "| | " + " | ".join(ck) + " |", "|---|" + rule,
-             "| accuracy | " + " | ".join(_pct(res["clean"][c]["accuracy"]) for c in ck) + " |",
-             "| macro F1 | " + " | ".join(f"{res['clean'][c]['macro_f1']:.4f}" for c in ck) + " |",
-             "", "## Buckets", "", "| corruption | bucket | severities " + head, "|---|---|---|" + rule]  # fmt: skip
+    right = "r" * len(ck)
+    clean = [["accuracy", *(_pct(res["clean"][c]["accuracy"]) for c in ck)],
+             ["macro F1", *(f"{res['clean'][c]['macro_f1']:.4f}" for c in ck)]]  # fmt: skip
     by = {(b["checkpoint"], b["corruption"], b["bucket"]): b for b in res["buckets"]}
+    buckets = []
     for name in res["corruptions"]:
         for b in [
             x["bucket"] for x in res["buckets"] if x["checkpoint"] == ck[0] and x["corruption"] == name
         ]:
             sev = ", ".join(f"{s:g}" for s in by[(ck[0], name, b)]["severities"])
-            accs = " | ".join(_pct(by[(c, name, b)]["accuracy"]) if (c, name, b) in by else "-" for c in ck)
-            lines.append(f"| {name} | {b} | {sev} | {accs} |")
+            buckets.append([name, b, sev, *(_pct(by[(c, name, b)]["accuracy"]) if (c, name, b) in by else "-"
+                                             for c in ck)])  # fmt: skip
+    lines = [f"# {title}", "", f"- images: {res['n']} (shape {'x'.join(map(str, res['image_shape']))}), "
+             f"corruption seed {res['seed']}, precision {res['precision']}",
+             "- the same corrupted images for every checkpoint; accuracy in %; buckets average the accuracies "
+             "of the severities they hold (the clean point excluded)", "",
+             "## Clean", "", markdown_table(["", *ck], clean, "l" + right),
+             "", "## Buckets", "", markdown_table(["corruption", "bucket", "severities", *ck], buckets, "lll" + right)]  # fmt: skip
     acc = {(r["checkpoint"], r["corruption"], r["severity"]): r["accuracy"] for r in res["rows"]}
     for name, info in res["corruptions"].items():
-        lines += ["", f"## {name} ({info['unit']})", "", "| severity " + head, "|---:|" + rule]
-        for s in info["severities"]:
-            lines.append(f"| {s:g} | " + " | ".join(_pct(acc[(c, name, s)]) for c in ck) + " |")
+        sev = [[f"{s:g}", *(_pct(acc[(c, name, s)]) for c in ck)] for s in info["severities"]]
+        lines += ["", f"## {name} ({info['unit']})", "", markdown_table(["severity", *ck], sev, "r" + right)]
     return "\n".join(lines) + "\n"
 
 
 def plot_robustness(res: dict, path: str | Path) -> Path:
     """Accuracy against severity: one panel per family, a line per corruption and checkpoint."""
-    from ..plots import _plt, save_figure
+    from ..plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     families = list(dict.fromkeys(info["family"] for info in res["corruptions"].values()))
     ncol = min(3, len(families))
     nrow = -(-len(families) // ncol)
@@ -211,7 +212,7 @@ def write_robustness(res: dict, out_dir: str | Path, title: str = "Robustness") 
     files = {"md": out / "robustness.md", "csv": out / "robustness.csv",
              "buckets_csv": out / "robustness_buckets.csv", "json": out / "robustness.json",
              "png": out / "robustness.png"}  # fmt: skip
-    files["md"].write_text(markdown_table(res, title))
+    write_atomic(robustness_markdown(res, title), files["md"])
     with open(files["csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["checkpoint", "corruption", "severity", "unit", "accuracy", "macro_f1", "drop_vs_clean"])
@@ -227,7 +228,7 @@ def write_robustness(res: dict, out_dir: str | Path, title: str = "Robustness") 
         for b in res["buckets"]:
             sev = " ".join(f"{s:g}" for s in b["severities"])
             w.writerow([b["checkpoint"], b["corruption"], b["bucket"], sev, f"{b['accuracy']:.6f}"])
-    files["json"].write_text(json.dumps(res, indent=1))
+    write_atomic(json.dumps(res, indent=1), files["json"])
     plot_robustness(res, files["png"])
     return files
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..tables import markdown_table
 
 FER2013_TRAIN = 28_709
 
@@ -87,9 +88,9 @@ def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
 
 def plot_zoo_curves(rows: list[dict], run_dirs: dict, path: str | Path) -> Path:
     """Validation accuracy against training minutes, one line per run."""
-    from ..plots import _plt, save_figure
+    from ..plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
     for r in rows:
         m = _metrics(run_dirs[r["run"]])
@@ -112,12 +113,9 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 
 
 def format_zoo(rows: list[dict], classes) -> str:
-    head = ("| model | input | params | GFLOPs | PrivateTest | flip | macro-F1 | " + " | ".join(classes)
-            + " | train img/s | CPU-min | epochs (FER2013 equiv.) | stopped by | paper | paper dataset, input |")  # fmt: skip
-    out = [
-        head,
-        "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(classes) + "---:|---:|---:|---|---:|---|",
-    ]
+    head = ["model", "input", "params", "GFLOPs", "PrivateTest", "flip", "macro-F1", *classes, "train img/s", "CPU-min",
+            "epochs (FER2013 equiv.)", "stopped by", "paper", "paper dataset, input"]  # fmt: skip
+    cells = []
     for r in rows:
         p = r["paper"] or {}
         paper = _fmt(p.get("accuracy"), ".2f") + (" %" if p.get("accuracy") is not None else "")
@@ -125,21 +123,16 @@ def format_zoo(rows: list[dict], classes) -> str:
         if r["state"] != "done":
             best = r["best_val_acc"]
             state = f"**{r['state']}**" + (f" (best val {100 * best:.2f} % so far)" if best else "")
-            out.append(f"| {r['model']} | - | - | - | {state} | | | " + " | ".join("" for _ in classes)
-                       + f" | {_fmt(r['img_per_s'], '.0f')} | {_fmt(r['train_min'], '.0f')} | {r['epochs'] or 0} "
-                       f"({r['fer_epochs']:.1f}) | | {paper} | {pdata} |")  # fmt: skip
+            cells.append([r["model"], "-", "-", "-", state, "", "", *("" for _ in classes), _fmt(r["img_per_s"], ".0f"),
+                          _fmt(r["train_min"], ".0f"), f"{r['epochs'] or 0} ({r['fer_epochs']:.1f})", "", paper, pdata])  # fmt: skip
             continue
         why = "budget" if r.get("budget_reached") else "early stop" if r.get("stopped_early") else "epochs"
-        rec = " | ".join(
-            _fmt(100 * r["recall"][c], ".1f") if c in r.get("recall", {}) else "-" for c in classes
-        )
-        out.append(
-            f"| {r['model']} | {r['input']} | {r['params'] / 1e6:.2f} M | {r['gflops']:.3f} | "
-            f"{_fmt(100 * r['acc'], '.2f')} % | {_fmt(100 * r.get('acc_flip', float('nan')), '.2f')} % | "
-            f"{r['macro_f1']:.3f} | {rec} | {_fmt(r['img_per_s'], '.0f')} | {r['cpu_min']:.0f} | "
-            f"{r['epochs']} ({r['fer_epochs']:.1f}) | {why} | {paper} | {pdata} |"
-        )
-    return "\n".join(out)
+        rec = [_fmt(100 * r["recall"][c], ".1f") if c in r.get("recall", {}) else "-" for c in classes]
+        cells.append([r["model"], r["input"], f"{r['params'] / 1e6:.2f} M", f"{r['gflops']:.3f}",
+                      f"{_fmt(100 * r['acc'], '.2f')} %", f"{_fmt(100 * r.get('acc_flip', float('nan')), '.2f')} %",
+                      f"{r['macro_f1']:.3f}", *rec, _fmt(r["img_per_s"], ".0f"), f"{r['cpu_min']:.0f}",
+                      f"{r['epochs']} ({r['fer_epochs']:.1f})", why, paper, pdata])  # fmt: skip
+    return markdown_table(head, cells, "llrrrrr" + "r" * len(classes) + "rrrlrl")
 
 
 def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None, tta: bool = True) -> Path:

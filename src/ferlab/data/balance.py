@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .base import FERDataset, Split
+from ..tables import markdown_table
+from .base import FERDataset
 
 
 def count_table(ds: FERDataset, splits=None) -> tuple[list[str], list[list]]:
@@ -24,19 +25,15 @@ def count_table(ds: FERDataset, splits=None) -> tuple[list[str], list[list]]:
 
 
 def format_table(header, rows) -> str:
-    """A Markdown table."""
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join(
-        [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)]
-    )
+    """The class-count table for a terminal (cells padded to their column)."""
+    return markdown_table(header, rows, pad=True)
 
 
 def plot_class_counts(ds: FERDataset, path: str | Path, splits=None) -> Path:
     """Grouped bar chart of class counts per split (PNG)."""
-    from ..plots import _plt, save_figure
+    from ..plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     names = list(splits or [s for s in ds.splits if not s.endswith("_dedup")])
     x = np.arange(len(ds.classes))
     wbar = 0.8 / max(len(names), 1)
@@ -161,12 +158,3 @@ def weighted_sampler(labels, num_samples: int | None = None, seed: int = 0):
         replacement=True,
         generator=g,
     )
-
-
-def resample(split: Split, how: str, seed: int = 0, target="max") -> Split:
-    """``how='over'`` or ``'under'`` sampling of a split (training splits only)."""
-    if how == "over":
-        return split.subset(oversample_indices(split.labels, target, seed))
-    if how == "under":
-        return split.subset(undersample_indices(split.labels, "min" if target == "max" else target, seed))
-    raise ConfigError(f"unknown resampling {how!r}; valid: over, under")

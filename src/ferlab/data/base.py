@@ -133,9 +133,6 @@ class FERDataset:
             raise DataError(f"dataset {self.name!r} has no split {name!r}; splits: {', '.join(self.splits)}")
         return self.splits[name]
 
-    def summary_rows(self) -> list[tuple[str, int, list[int]]]:
-        return [(n, len(s), s.class_counts().tolist()) for n, s in self.splits.items()]
-
 
 #: Names users type for the official splits.
 SPLIT_ALIASES = {

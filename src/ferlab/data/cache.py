@@ -1,4 +1,4 @@
-"""Export any dataset to HDF5 (train/val/test groups, as in paper 004) or npz, and load it back fast.
+"""Export any dataset to HDF5 (train/val/test groups, as in Berindeie 2024 (FER ensembles)) or npz, and load it back fast.
 
 HDF5 layout::
 
@@ -16,12 +16,12 @@ Path-based splits are loaded (resized to ``size``) before writing.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..io import atomic_path
 from .base import FERDataset, Split
 
 FORMAT_VERSION = 1
@@ -48,41 +48,42 @@ def save_dataset(ds: FERDataset, path: str | Path, splits=None, size: int | None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(splits or ds.splits)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix in (".h5", ".hdf5"):
-        import h5py
+    with atomic_path(path) as tmp:
+        if path.suffix in (".h5", ".hdf5"):
+            import h5py
 
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(
-                name=ds.name,
-                classes=json.dumps(list(ds.classes)),
-                source=ds.source,
-                format_version=FORMAT_VERSION,
-            )
+            with h5py.File(tmp, "w") as f:
+                f.attrs.update(
+                    name=ds.name,
+                    classes=json.dumps(list(ds.classes)),
+                    source=ds.source,
+                    format_version=FORMAT_VERSION,
+                )
+                if ds.info.get("crop"):  # the face-crop rule of the images, when ferlab prepare made them
+                    f.attrs["crop"] = json.dumps(ds.info["crop"])
+                for n in names:
+                    sp = _in_memory(ds.split(n), size, report)
+                    g = f.create_group(n)
+                    g.create_dataset("images", data=sp.images)
+                    g.create_dataset("labels", data=sp.labels)
+                    if sp.soft_labels is not None:
+                        g.create_dataset("soft_labels", data=sp.soft_labels)
+                    for k, v in sp.meta.items():
+                        g.create_dataset(f"meta/{k}", data=_meta_array(v))
+        elif path.suffix == ".npz":
+            arrays = {"__classes__": np.array(ds.classes), "__name__": np.array(ds.name)}
             for n in names:
                 sp = _in_memory(ds.split(n), size, report)
-                g = f.create_group(n)
-                g.create_dataset("images", data=sp.images)
-                g.create_dataset("labels", data=sp.labels)
+                arrays[f"{n}__images"] = sp.images
+                arrays[f"{n}__labels"] = sp.labels
                 if sp.soft_labels is not None:
-                    g.create_dataset("soft_labels", data=sp.soft_labels)
+                    arrays[f"{n}__soft_labels"] = sp.soft_labels
                 for k, v in sp.meta.items():
-                    g.create_dataset(f"meta/{k}", data=_meta_array(v))
-    elif path.suffix == ".npz":
-        arrays = {"__classes__": np.array(ds.classes), "__name__": np.array(ds.name)}
-        for n in names:
-            sp = _in_memory(ds.split(n), size, report)
-            arrays[f"{n}__images"] = sp.images
-            arrays[f"{n}__labels"] = sp.labels
-            if sp.soft_labels is not None:
-                arrays[f"{n}__soft_labels"] = sp.soft_labels
-            for k, v in sp.meta.items():
-                arrays[f"{n}__meta__{k}"] = np.asarray(v)
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    else:
-        raise DataError(f"{path}: unknown cache format; use .h5, .hdf5 or .npz")
-    os.replace(tmp, path)
+                    arrays[f"{n}__meta__{k}"] = np.asarray(v)
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        else:
+            raise DataError(f"{path}: unknown cache format; use .h5, .hdf5 or .npz")
     return path
 
 
@@ -92,6 +93,7 @@ def load_cached(path: str | Path, splits=None) -> FERDataset:
     if not path.is_file():
         raise DataError(f"{path}: cache file not found")
     out = {}
+    info: dict = {}
     if path.suffix in (".h5", ".hdf5"):
         import h5py
 
@@ -114,6 +116,8 @@ def load_cached(path: str | Path, splits=None) -> FERDataset:
                 soft = g["soft_labels"][()] if "soft_labels" in g else None
                 out[n] = Split(n, g["images"][()], g["labels"][()], classes, soft, meta)
             source = str(f.attrs.get("source", ""))
+            if "crop" in f.attrs:
+                info["crop"] = json.loads(f.attrs["crop"])
     elif path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             classes = tuple(str(c) for c in z["__classes__"])
@@ -128,4 +132,4 @@ def load_cached(path: str | Path, splits=None) -> FERDataset:
         source = str(path)
     else:
         raise DataError(f"{path}: unknown cache format; use .h5, .hdf5 or .npz")
-    return FERDataset(name, classes, out, source=source)
+    return FERDataset(name, classes, out, source=source, info=info)

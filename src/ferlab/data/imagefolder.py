@@ -7,6 +7,7 @@ that lists them, never silently dropped.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def read_imagefolder(
         raise DataError(f"{root}: not a folder")
     classes = _classes_for(_class_dirs(root))
     sp = read_class_folder(root, split, classes, report, size)
-    return FERDataset(name or root.name, classes, {split: sp}, source=str(root))
+    return FERDataset(name or root.name, classes, {split: sp}, source=str(root), info=crop_info(root))
 
 
 def read_split_folders(
@@ -99,4 +100,21 @@ def read_split_folders(
         for s in ("train", "val", "test")
         if s in found
     }
-    return FERDataset(name, tuple(classes), splits, source=str(root))
+    return FERDataset(name, tuple(classes), splits, source=str(root), info=crop_info(root))
+
+
+CROP_RULE_FILE = "ferlab_crop.json"  # written by ferlab prepare (ferlab.faces.crop), read here as plain data
+
+
+def crop_info(root: Path) -> dict:
+    """``{'crop': rule}`` when ``root`` holds the crop rule ``ferlab prepare`` wrote beside its crops, else {}."""
+    f = Path(root) / CROP_RULE_FILE
+    if not f.is_file():
+        return {}
+    try:
+        rule = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{f}: not a readable crop rule ({e})") from None
+    if not isinstance(rule, dict):
+        raise DataError(f"{f}: not a crop rule (a JSON object expected)")
+    return {"crop": rule}

@@ -16,7 +16,7 @@ def stratified_split(
 ) -> tuple[Split, Split]:
     """Split one split into two with class proportions kept (``fraction`` goes to the second).
 
-    ``fraction=0.2`` is the 80/20 protocol of papers 000 and 003.
+    ``fraction=0.2`` is the 80/20 protocol of Wang 2024 (AEMT) and Chen et al. 2024 (GCLENet).
     """
     if not 0.0 < fraction < 1.0:
         raise DataError(f"split fraction {fraction} must be in (0, 1)")
@@ -42,7 +42,7 @@ def inner_split(split: Split, fraction: float = 0.2, seed: int = 0, group_key: s
 def kfold(
     split: Split, k: int = 5, seed: int = 0, group_key: str | None = None
 ) -> Iterator[tuple[Split, Split]]:
-    """Stratified k-fold (paper 000: k=5). With ``group_key`` (e.g. ``'subject'``) no group spans folds."""
+    """Stratified k-fold (Wang 2024 (AEMT): k=5). With ``group_key`` (e.g. ``'subject'``) no group spans folds."""
     if k < 2:
         raise DataError(f"k={k}: k-fold needs k >= 2")
     idx = np.arange(len(split))

@@ -1,11 +1,25 @@
-"""Training and evaluation engine: one Trainer, config recipes, losses, metrics, checkpoints, reports."""
+"""Training: the one Trainer, config recipes, losses, optimisers, protocols (k-fold, repeats, transfer,
+ablation tables) and the training queue. Evaluation, metrics and model files live one layer down, in
+:mod:`ferlab.runtime`; the names below are re-exported lazily so ``import ferlab.engine`` stays cheap.
+"""
 
-from ..runtime.evaluate import evaluate_model
-from ..runtime.files import export_weights, load_checkpoint, load_model
-from ..runtime.metrics import acc_sta, classification_metrics
-from ..runtime.predict import predict_probs
-from .config import TrainConfig, load_config
-from .trainer import Trainer, TrainingDiverged, train
+from __future__ import annotations
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "acc_sta", "classification_metrics", "evaluate_model",
-           "export_weights", "load_checkpoint", "load_config", "load_model", "predict_probs", "train"]  # fmt: skip
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": ".config", "load_config": ".config",
+    "Trainer": ".trainer", "TrainingDiverged": ".trainer", "train": ".trainer",
+    "evaluate_model": "..runtime.evaluate", "predict_probs": "..runtime.predict",
+    "acc_sta": "..runtime.metrics", "classification_metrics": "..runtime.metrics",
+    "export_weights": "..runtime.files", "load_checkpoint": "..runtime.files", "load_model": "..runtime.files",
+}  # fmt: skip
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'ferlab.engine' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,9 +1,9 @@
 """Optimisers (timm's factory) and schedulers (torch's), by the names the configs use.
 
 Optimisers: sgd (momentum, Nesterov), adam, adamw, radam, adabelief, lookahead_* wrappers and
-``ranger_adabelief`` = Lookahead(AdaBelief) as in paper 004.
-Schedulers: ``step`` (x gamma every step_size epochs: paper 000 x0.1/10, paper 003 /10 every 20),
-``plateau`` (ReduceLROnPlateau on ``monitor: val_loss|val_acc``; paper 002: halve after 3 stalled epochs), ``cosine`` (with optional linear
+``ranger_adabelief`` = Lookahead(AdaBelief) as in Berindeie 2024 (FER ensembles).
+Schedulers: ``step`` (x gamma every step_size epochs: Wang 2024 (AEMT) x0.1/10, Chen et al. 2024 (GCLENet) /10 every 20),
+``plateau`` (ReduceLROnPlateau on ``monitor: val_loss|val_acc``; Chen & Chen 2024 (VGG16 + GCCA): halve after 3 stalled epochs), ``cosine`` (with optional linear
 warm-up), ``cosine_restarts`` (CosineAnnealingWarmRestarts), ``cyclic`` (CyclicLR, for snapshot
 ensembles) and ``onecycle``. ``per_batch`` tells the Trainer whether to step after every batch.
 """
@@ -21,7 +21,9 @@ from ..errors import ConfigError
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     name = cfg.optimizer
     kw = {}
-    if name == "ranger_adabelief":  # Ranger = RAdam-rectified AdaBelief + Lookahead (paper 004)
+    if (
+        name == "ranger_adabelief"
+    ):  # Ranger = RAdam-rectified AdaBelief + Lookahead (Berindeie 2024 (FER ensembles))
         name = "lookahead_radabelief"
     if name.endswith("sgd"):
         name = name.replace("sgd", "nesterov" if cfg.nesterov else "momentum")

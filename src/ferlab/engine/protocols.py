@@ -1,11 +1,11 @@
 """The papers' evaluation protocols, each one function (and one ``ferlab protocol ...`` command).
 
-* :func:`run_kfold` — stratified (optionally subject-grouped) k-fold cross-validation, mean ± std (paper 000: 5-fold).
-* :func:`run_repeats` — N runs with different seeds; Acc = mean and Sta = population std (paper 002 eq. 8-9, N=10).
-* :func:`run_transfer` — pre-train on one dataset, fine-tune on another with a new head (paper 000:
-  AffectNet -> RAF-DB; paper 003: fine-tune at lr 0.01).
+* :func:`run_kfold` — stratified (optionally subject-grouped) k-fold cross-validation, mean ± std (Wang 2024 (AEMT): 5-fold).
+* :func:`run_repeats` — N runs with different seeds; Acc = mean and Sta = population std (Chen & Chen 2024 (VGG16 + GCCA) eq. 8-9, N=10).
+* :func:`run_transfer` — pre-train on one dataset, fine-tune on another with a new head (Wang 2024 (AEMT):
+  AffectNet -> RAF-DB; Chen et al. 2024 (GCLENet): fine-tune at lr 0.01).
 * :func:`run_ablation` — one run per combination of a model's component switches, as an ablation table
-  (paper 000 table 5, paper 002 table 1, paper 003 table 5).
+  (Wang 2024 (AEMT) table 5, Chen & Chen 2024 (VGG16 + GCCA) table 1, Chen et al. 2024 (GCLENet) table 5).
 
 Each writes ``<output_dir>/<name>/protocol.json`` and ``protocol.md`` and returns the rows.
 """
@@ -22,6 +22,9 @@ import numpy as np
 from ..errors import ConfigError
 from ..runtime.metrics import acc_sta
 from .config import TrainConfig, validate
+
+#: the protocols, in the order ``ferlab protocol --help`` lists them
+KINDS = ("kfold", "repeats", "transfer", "ablation")
 
 
 def _sub(cfg: TrainConfig, name: str, **changes) -> TrainConfig:
@@ -117,7 +120,7 @@ def run_repeats(
     cfg: TrainConfig, n: int = 10, seeds=None, test_split: str | None = None, group_key: str | None = None,
     test_fraction: float = 0.2,
 ) -> dict:  # fmt: skip
-    """N runs differing only in the seed; Acc/Sta of the test accuracy (paper 002).
+    """N runs differing only in the seed; Acc/Sta of the test accuracy (Chen & Chen 2024 (VGG16 + GCCA)).
 
     A dataset without a test split (CK+) gets one: ``test_fraction`` of its training split, stratified (and
     grouped by ``group_key``, e.g. ``'subject'``), carved once with the config's seed and held out from every
@@ -266,7 +269,7 @@ def run_ablation(
     block (``table``; rows may carry the paper's figures under ``paper: {acc, sta}``), or every on/off
     combination of model ``switches``. Any config key can be a setting (``loss: island``, ``lr``, dotted
     ``model_kwargs.gcca``); bare model switches go to ``model_kwargs``. Per row: mean test accuracy (Acc),
-    its population standard deviation over the repeats (Sta, paper 002 eq. 9), mean validation accuracy,
+    its population standard deviation over the repeats (Sta, Chen & Chen 2024 (VGG16 + GCCA) eq. 9), mean validation accuracy,
     parameters, and the paper's figures beside them. Finished runs are reused on a rerun.
     """
     from ..models import create_model

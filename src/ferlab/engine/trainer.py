@@ -32,6 +32,7 @@ import torch.distributed as dist
 
 from ..errors import ConfigError, DataError, FerlabError
 from ..hardware import configure_threads, default_threads
+from ..io import atomic_path, write_atomic
 from ..runtime.evaluate import write_report
 from ..runtime.files import FORMAT, atomic_save, export_weights, load_checkpoint
 from ..runtime.metrics import classification_metrics
@@ -60,11 +61,14 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def load_training_data(cfg: TrainConfig, data_config, report=None) -> tuple[dict, tuple]:
+def load_training_data(
+    cfg: TrainConfig, data_config, report=None, info: dict | None = None
+) -> tuple[dict, tuple]:
     """Train / val / test splits in memory, in the model's colour and size when read from files.
 
     Rows and files the readers skipped (malformed CSV rows, unreadable images) are added to ``report``
-    (a :class:`ferlab.io.SkipReport`) when one is given."""
+    (a :class:`ferlab.io.SkipReport`) when one is given; the dataset's ``info`` (e.g. ``crop``, the face-crop
+    rule of prepared images) is copied into ``info`` when one is given."""
     from ..data import load_dataset
     from ..data.base import stack_splits
     from ..data.splits import stratified_split
@@ -76,6 +80,8 @@ def load_training_data(cfg: TrainConfig, data_config, report=None) -> tuple[dict
     side = data_config.input_size[1]
     if report is not None:
         report.merge(ds.info.get("skipped"))
+    if info is not None:
+        info.update({k: v for k, v in ds.info.items() if k != "skipped"})
 
     def mem(sp):
         return sp if sp.in_memory else sp.load(size=side, grayscale=gray, report=report)
@@ -94,7 +100,18 @@ def load_training_data(cfg: TrainConfig, data_config, report=None) -> tuple[dict
 
 
 class Trainer:
-    """Builds everything from a :class:`TrainConfig` and runs ``fit()``."""
+    """The one training loop: builds everything from a :class:`TrainConfig` and runs :meth:`fit`.
+
+    Args:
+        cfg: the recipe (``load_config`` reads YAML recipes with ``key=value`` overrides).
+        splits: in-memory splits ``{'train', 'val', 'test:<name>'...}`` to train on instead of reading
+            ``cfg.dataset`` (protocols pass folds this way); ``classes`` then names their labels.
+        classes: the class names of ``splits``.
+
+    Example:
+        >>> summary = Trainer(load_config("configs/fernet_s/fer2013.yaml", ["epochs=1"])).fit()
+        >>> summary["test_acc"], summary["run_dir"]
+    """
 
     def __init__(self, cfg: TrainConfig, splits: dict | None = None, classes: tuple | None = None):
         self.cfg = cfg
@@ -113,6 +130,7 @@ class Trainer:
 
         # rows/files the data readers skipped (reported once the run folder exists)
         self.skipped = SkipReport()
+        self.data_info: dict = {}  # what the dataset says of itself (e.g. crop: the face-crop rule of its images)
         self._eval_bar = False  # a progress bar while the test splits are evaluated (finish)
         self._splits, self._classes = splits, classes
         self.run_dir = cfg.run_dir
@@ -137,7 +155,7 @@ class Trainer:
         if self._splits is None:
             # the data config depends only on the registry entry and img_size/in_chans overrides
             probe = resolve_data_config(cfg.model, cfg.in_chans, cfg.img_size)
-            self._splits, self._classes = load_training_data(cfg, probe, self.skipped)
+            self._splits, self._classes = load_training_data(cfg, probe, self.skipped, self.data_info)
         self.splits, self.classes = self._splits, tuple(self._classes)
         self.train_split = self.splits["train"]
         self.synthetic_w = None  # per-item draw weights when synthetic images are weighted (not 1)
@@ -156,7 +174,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = create_model(
             cfg.model, num_classes=len(self.classes), in_chans=cfg.in_chans, img_size=cfg.img_size,
-            pretrained=cfg.pretrained, classes=self.classes, **cfg.model_kwargs,
+            pretrained=cfg.pretrained, classes=self.classes, crop=self.data_info.get("crop"), **cfg.model_kwargs,
         )  # fmt: skip
         self.model.to(self.device)
         if cfg.channels_last:
@@ -278,6 +296,8 @@ class Trainer:
         return idx[: self.steps_per_epoch * cfg.batch_size]
 
     def batches(self, epoch: int):
+        """Yield ``(images, labels)`` training batches of one epoch: the epoch's draw (:meth:`epoch_indices`)
+        through the training transform, with augmentation seeded by (seed, epoch, rank)."""
         sp = self.train_split
         g = torch.Generator().manual_seed(cfg_seed_aug(self.cfg.seed, epoch, self.rank))
         idx = self.epoch_indices(epoch)
@@ -298,6 +318,8 @@ class Trainer:
         return autocast_context(self.precision, self.device.type)
 
     def train_epoch(self, epoch: int) -> dict:
+        """One epoch of optimisation (precision policy, gradient clipping, EMA, auxiliary losses); returns the
+        epoch's mean training loss, accuracy, images/s and time."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -369,9 +391,11 @@ class Trainer:
         return res
 
     def eval_model(self):
+        """The model that is evaluated and exported: the EMA copy when ``ema`` is on, else the trained one."""
         return self.ema.module if self.ema is not None else self.model
 
     def validate(self, split, limit_batches: int | None = None) -> dict:
+        """Loss and metrics of :meth:`eval_model` on an in-memory split (the one prediction loop, no TTA)."""
         import torch.nn.functional as F
 
         model = self.eval_model()
@@ -391,6 +415,9 @@ class Trainer:
         return m
 
     def fit(self) -> dict:
+        """Train until the epochs, the early-stopping patience or a time budget run out, checkpointing every
+        epoch (``last.pt``, ``best.pt``, snapshots); then :meth:`finish`. Returns the run's summary (also
+        written as ``summary.json``). A run folder with a ``last.pt`` resumes where it stopped."""
         cfg = self.cfg
         writer = self._tensorboard()
         t_start = time.perf_counter()
@@ -465,7 +492,7 @@ class Trainer:
                    "precision": self.precision, "threads": self.threads, "run_dir": str(self.run_dir)}  # fmt: skip
         if self.is_main:
             summary.update(self.finish())
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            write_atomic(json.dumps(summary, indent=1), self.run_dir / "summary.json")
         if writer is not None:
             writer.close()
         return summary
@@ -521,6 +548,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state(self, val: dict | None = None) -> dict:
+        """Everything a resume needs, as plain containers (the model's spec, weights, optimiser, scheduler,
+        EMA, RNG state, history, budgets), so the checkpoint loads with ``weights_only=True``."""
         sched = self.scheduler.state_dict() if self.scheduler is not None else None
         return {
             "format": FORMAT, "version": 1,
@@ -538,6 +567,7 @@ class Trainer:
         }  # fmt: skip
 
     def save(self, path: Path, val: dict | None = None) -> Path:
+        """Write :meth:`state` to ``path`` atomically; a full disk or unwritable folder is a one-line error."""
         try:
             return atomic_save(self.state(val), path)
         except OSError as e:
@@ -596,12 +626,10 @@ class Trainer:
         path = self.run_dir / "metrics.csv"
         rows = self.history
         keys = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = path.with_name(".metrics.csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, path)
         if writer is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)):

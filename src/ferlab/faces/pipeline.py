@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,10 @@ from PIL import Image
 
 from .. import labels as L
 from ..errors import ConfigError, DataError, FerlabError
-from ..io import SkipReport, as_array, list_images
+from ..io import SkipReport, as_array, list_images, temp_path, write_atomic
+from .crop import CROP_RULE_FILE, PREPARE_RULE, CropRule, FaceCropper
 from .detect import FaceDetector, create_detector
-from .geometry import Face, aligned_crop, crop_face, resize
+from .geometry import Face, resize
 from .photometric import clahe, equalize_hist
 
 EQUALIZERS = {None: None, "none": None, "hist": equalize_hist, "clahe": clahe}
@@ -36,7 +38,8 @@ _FILE_FAILURES = (cv2.error, Image.DecompressionBombError, MemoryError, OSError,
 
 
 class FacePreprocessor:
-    """Detect faces and turn each into a normalised crop.
+    """Detect faces and turn each into a normalised crop: a :class:`~ferlab.faces.crop.FaceCropper` (the crop
+    rule) followed by conversion (gray/RGB), resizing and optional equalisation.
 
     Args:
         detector: a detector name (``'haar'``, ``'mtcnn'``, ``'mediapipe'``) or a :class:`FaceDetector`.
@@ -51,34 +54,38 @@ class FacePreprocessor:
 
     def __init__(
         self,
-        detector: str | FaceDetector = "haar",
-        margin: float = 0.2,
+        detector: str | FaceDetector = PREPARE_RULE.detector,
+        margin: float = PREPARE_RULE.margin,
         size: int | tuple[int, int] | None = 48,
         grayscale: bool = True,
-        align: bool = True,
+        align: bool = PREPARE_RULE.align,
         equalize: str | None = None,
-        square: bool = True,
+        square: bool = PREPARE_RULE.square,
         detector_options: dict | None = None,
     ) -> None:
         if equalize not in EQUALIZERS:
             raise ConfigError(f"equalize {equalize!r} is not valid; valid: None, 'hist', 'clahe'")
-        if margin < 0:
-            raise ConfigError(f"margin {margin} must be >= 0")
-        self.detector = create_detector(detector, **(detector_options or {}))
-        self.margin = float(margin)
+        det = detector if isinstance(detector, FaceDetector) else None
+        name = det.name if det is not None else str(detector)
+        rule = CropRule(name, float(margin), bool(align), bool(square))
+        self.cropper = FaceCropper(rule, det or create_detector(detector, **(detector_options or {})))
+        self.detector = self.cropper.detector
         self.size = size
         self.grayscale = bool(grayscale)
-        self.align = bool(align)
         self.equalize = equalize
-        self.square = bool(square)
+
+    @property
+    def rule(self) -> CropRule:
+        """The crop rule (recorded next to prepared crops, and from there in a trained model's spec)."""
+        return self.cropper.rule
+
+    margin = property(lambda self: self.rule.margin)
+    align = property(lambda self: self.rule.align)
+    square = property(lambda self: self.rule.square)
 
     def crop(self, img: np.ndarray, face: Face) -> np.ndarray:
         """The normalised crop of one known face in ``img`` (uint8 gray or RGB)."""
-        if self.align and face.eyes is not None:
-            out = aligned_crop(img, face, self.margin, self.square)
-        else:
-            out = crop_face(img, face.box, self.margin, self.square)
-        out = as_array(out, grayscale=self.grayscale)
+        out = as_array(self.cropper.crop(img, face), grayscale=self.grayscale)
         if self.size is not None:
             out = resize(out, self.size)
         eq = EQUALIZERS[self.equalize]
@@ -165,12 +172,11 @@ class _H5Writer:
     """Appends crops to resizable HDF5 datasets, a chunk at a time."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], labelled: bool, chunk: int = 256) -> None:
-        import os
 
         import h5py
 
         # written under a temporary name and renamed by close(): an existing file stays whole until then
-        self.path, self.tmp = path, path.with_name(f".{path.name}.tmp{os.getpid()}")
+        self.path, self.tmp = path, temp_path(path)
         self.f = h5py.File(self.tmp, "w")
         self.shape, self.labelled, self.chunk = shape, labelled, chunk
         self.buf: list[tuple[np.ndarray, int, str, Face]] = []
@@ -369,8 +375,11 @@ def prepare_folder(
         if writer is not None:
             writer.close({}, keep=False)  # an interrupted run leaves any earlier file as it was
         raise
+    if writer is None:  # the crop rule beside the crops: a model trained on them carries it to inference
+        write_atomic(json.dumps(pre.rule.to_dict()) + "\n", out / CROP_RULE_FILE)
     if writer is not None:
-        attrs = {"detector": pre.detector.name, "margin": pre.margin, "grayscale": pre.grayscale}
+        attrs = {"detector": pre.detector.name, "margin": pre.margin, "grayscale": pre.grayscale,
+                 "crop": json.dumps(pre.rule.to_dict())}  # fmt: skip
         if classes:
             attrs["classes"] = list(classes)
         writer.close(attrs)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError, FerlabError
+from ..io import atomic_path, write_atomic
 from .prompts import PromptJob
 
 INSTALL = "pip install 'ferlab[generate]'"
+#: the pipeline dtypes :class:`GenerationSettings` accepts (``auto``: float16 on CUDA, else float32)
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass
 class GenerationSettings:
-    """What the pipeline is asked for (paper 004's values by default)."""
+    """What the pipeline is asked for (Berindeie 2024 (FER ensembles)'s values by default)."""
 
     model: str
     width: int = 512
@@ -56,8 +58,8 @@ class GenerationSettings:
                 )
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError("steps and batch_size must be >= 1")
-        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
-            raise ConfigError(f"dtype {self.dtype!r}; valid: auto, float32, float16, bfloat16")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
 
     def key(self) -> dict:
         """The settings that change the images (a resumed run must use the same ones)."""
@@ -129,7 +131,7 @@ def load_pipeline(model: str | Path, device: str = "auto", dtype: str = "auto", 
     """A ``StableDiffusionPipeline`` from a local diffusers folder (offline) or a hub id, on ``device``.
 
     ``dtype='auto'`` is float16 on CUDA and float32 elsewhere. The pipeline's own safety checker (if the
-    model has one) stays on: the black images it returns are rejected by post-processing, as in paper 004.
+    model has one) stays on: the black images it returns are rejected by post-processing, as in Berindeie 2024 (FER ensembles).
     """
     import warnings
 
@@ -195,7 +197,7 @@ def _check_settings(out: Path, settings: GenerationSettings) -> None:
             )
     else:
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(key, indent=2) + "\n")
+        write_atomic(json.dumps(key, indent=2) + "\n", path)
 
 
 def _record(job: PromptJob, settings: GenerationSettings, scheduler: str, **extra) -> dict:
@@ -292,10 +294,8 @@ def generate_images(
                 nsfw = res.nsfw_content_detected or [None] * len(batch)
                 for j, img, flag in zip(batch, res.images, nsfw):
                     dest = out / "images" / j.file
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = dest.with_name(dest.stem + ".tmp.png")
-                    img.save(tmp)
-                    os.replace(tmp, dest)
+                    with atomic_path(dest, keep_suffix=True) as tmp:
+                        img.save(tmp)
                     extra = {
                         "seconds": round(dt, 3),
                         "mean_intensity": round(float(np.asarray(img).mean()), 2),

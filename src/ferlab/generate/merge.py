@@ -15,7 +15,6 @@ stripped of synthetic images (:func:`ferlab.data.synthetic.real_only`), so valid
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from ..data.balance import deficit
 from ..data.base import FERDataset, Split, stack_splits
 from ..data.synthetic import SIDECAR, real_only, synthetic_mask
 from ..errors import DataError
+from ..io import write_atomic
 from .planner import is_training_split, parse_target
 from .postprocess import SyntheticFaces
 
@@ -195,8 +195,5 @@ def write_dataset(ds: FERDataset, out: str | Path, splits=None, protect=()) -> P
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(sp.images[i]).save(dest)
     side = sidecar_path(out)
-    tmp = side.with_name(side.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in lines)
-    os.replace(tmp, side)
+    write_atomic("".join(json.dumps(r) + "\n" for r in lines), side)
     return out

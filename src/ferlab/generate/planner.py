@@ -1,4 +1,4 @@
-"""How many synthetic images each class needs: paper 004's deficit table, for the training split only.
+"""How many synthetic images each class needs: Berindeie 2024 (FER ensembles)'s deficit table, for the training split only.
 
 Paper 004 counted FER2013 and found it needed 21,796 images for training and 5,240 "for testing" to
 balance every class to the largest one. In ferlab's terms the 5,240 are the PublicTest (``val``, 2,676)
@@ -24,6 +24,7 @@ import numpy as np
 from ..data.balance import deficit, format_table
 from ..data.base import FERDataset
 from ..errors import ConfigError, DataError
+from ..io import write_atomic
 
 
 def is_training_split(name: str) -> bool:
@@ -134,7 +135,7 @@ class GenerationPlan:
             parts = " + ".join(f"{s.split} {int(s.needed.sum()):,}" for s in other)
             total = sum(int(s.needed.sum()) for s in other)
             paper = (
-                "; paper 004's 5,240 'test' images are FER2013's val + test"
+                "; Berindeie 2024 (FER ensembles)'s 5,240 'test' images are FER2013's val + test"
                 if "fer2013" in self.dataset
                 else ""
             )
@@ -165,7 +166,7 @@ class GenerationPlan:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(json.dumps(self.to_dict(), indent=2) + "\n", path)
         return path
 
     @classmethod

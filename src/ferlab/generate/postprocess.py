@@ -1,4 +1,4 @@
-"""Generated images -> dataset-format face crops, with every rejection counted (paper 004, section 6.2).
+"""Generated images -> dataset-format face crops, with every rejection counted (Berindeie 2024 (FER ensembles), section 6.2).
 
 Paper 004's steps: load OpenCV's face detector, convert to grayscale, crop to the face, resize to 48x48.
 ferlab adds the checks the paper describes as problems: images that are blank or near-black (what the
@@ -42,7 +42,7 @@ class FaceFilter:
     Args:
         size: crop side or ``(height, width)``: the dataset's image size (48 for FER2013).
         grayscale: gray crops (FER2013) or RGB.
-        detector: detector name or instance (paper 004: OpenCV's Haar cascade).
+        detector: detector name or instance (Berindeie 2024 (FER ensembles): OpenCV's Haar cascade).
         margin: fraction of the face box added on each side.
         min_face: smallest face side in pixels of the generated image; smaller detections are ignored.
         dark_level, min_std: see :func:`is_blank`.

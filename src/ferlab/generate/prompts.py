@@ -142,7 +142,7 @@ class PromptGenerator:
     Args:
         pools: a YAML file or dict overriding the shipped pools (None: the shipped ones).
         start_seed: seed of each emotion's first image (plus the emotion's offset, see the module doc).
-        seed_step: seed increase per image (200 in paper 004).
+        seed_step: seed increase per image (200 in Berindeie 2024 (FER ensembles)).
     """
 
     def __init__(

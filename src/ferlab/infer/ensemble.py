@@ -1,5 +1,5 @@
 """Building and studying ensembles: greedy member selection, disagreement, snapshot members, the ensemble
-study of paper 004 (:func:`run_ensemble`) and its report.
+study of Berindeie 2024 (FER ensembles) (:func:`run_ensemble`) and its report.
 
 The ensemble *model* (combination rules, fitted weights, saving and loading) is
 :mod:`ferlab.runtime.ensemble`: a model file like any other, loaded by :func:`ferlab.runtime.files.load_model`.
@@ -8,13 +8,13 @@ The ensemble *model* (combination rules, fitted weights, saving and loading) is
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..io import write_atomic
 from ..runtime.ensemble import (  # noqa: F401  (re-exported: ensembles are built from here)
     ALIASES,
     FORMAT,
@@ -31,6 +31,7 @@ from ..runtime.ensemble import (  # noqa: F401  (re-exported: ensembles are buil
     normalise_weights,
     save_ensemble,
 )
+from ..tables import markdown_table
 
 
 def greedy_select(
@@ -93,22 +94,17 @@ def snapshot_members(
 ) -> list[Path]:
     """A run's snapshot-ensemble members: its ``epoch_XXX.pt`` checkpoints (by epoch) plus ``best.pt``.
 
-    Snapshots come from the ``snapshot_epochs`` training option (paper 004: epochs 30-80 every 10 under a
+    Snapshots come from the ``snapshot_epochs`` training option (Berindeie 2024 (FER ensembles): epochs 30-80 every 10 under a
     cyclic learning rate). ``epochs`` keeps only those epoch numbers. ``best.pt`` (best validation metric) is
     added unless it is the same epoch as a listed snapshot; ``include_last`` adds ``last.pt`` likewise.
     Paper 004 also used a "best test" checkpoint: ferlab never selects on the test split, so there is none.
     """
-    from ..runtime.files import load_checkpoint
+    from ..runtime.files import load_checkpoint, snapshot_paths
 
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"run folder {run} not found")
-    snaps = []
-    for p in run.glob("epoch_*.pt"):
-        mt = re.fullmatch(r"epoch_(\d+)\.pt", p.name)
-        if mt and (epochs is None or int(mt.group(1)) in set(epochs)):
-            snaps.append((int(mt.group(1)), p))
-    snaps.sort()
+    snaps = [(e, p) for e, p in snapshot_paths(run).items() if epochs is None or e in set(epochs)]
     out = [p for _, p in snaps]
     seen = {e for e, _ in snaps}
     for name, want in (("best.pt", include_best), ("last.pt", include_last)):
@@ -242,15 +238,12 @@ def run_ensemble(
 def markdown_ensemble_report(r: dict) -> str:
     """The report as Markdown: member/ensemble table, gain against cost, disagreement matrix."""
     title = f"# Ensemble ({r['method']}) on {r['dataset']}/{r['split']} (TTA {r['tta']})"
-    lines = [title, "", "| # | member | model | weight | params | ms/image | accuracy | macro F1 | NLL | ECE |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for row in [*r["members"], r["ensemble"]]:
-        idx = f"m{row['index']}" if "index" in row else "**all**"
-        lines.append(
-            f"| {idx} | {row['name']} | {row['model']} | {row['weight']:.3f} | {row['params']:,} | "
-            f"{row['ms_per_image']:.3f} | {100 * row['accuracy']:.2f} | {row['macro_f1']:.4f} | "
-            f"{row['nll']:.4f} | {row['ece']:.4f} |"
-        )
+    cells = [[f"m{row['index']}" if "index" in row else "**all**", row["name"], row["model"], f"{row['weight']:.3f}",
+              f"{row['params']:,}", f"{row['ms_per_image']:.3f}", f"{100 * row['accuracy']:.2f}",
+              f"{row['macro_f1']:.4f}", f"{row['nll']:.4f}", f"{row['ece']:.4f}"]
+             for row in [*r["members"], r["ensemble"]]]  # fmt: skip
+    lines = [title, "", markdown_table(["#", "member", "model", "weight", "params", "ms/image", "accuracy",
+                                        "macro F1", "NLL", "ECE"], cells, "rllrrrrrrr")]  # fmt: skip
     g = r["gain"]
     lines += ["", f"- gain: {100 * g['accuracy_vs_best_member']:+.2f} pp accuracy over the best member "
               f"({g['best_member']}), {100 * g['accuracy_vs_mean_member']:+.2f} pp over the members' mean",
@@ -271,17 +264,16 @@ def markdown_ensemble_report(r: dict) -> str:
     d = r["disagreement"]
     names = [f"m{i}" for i in range(len(d))]
     lines += ["", "Disagreement (fraction of images where two members' predictions differ)", "",
-              "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]  # fmt: skip
-    for n, row in zip(names, d):
-        lines.append(f"| {n} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+              markdown_table(["", *names], [[n, *(f"{v:.3f}" for v in row)] for n, row in zip(names, d)],
+                             "l" + "r" * len(names))]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def plot_disagreement(d, names, path: str | Path, title: str = "") -> Path:
     """The pairwise disagreement matrix as a PNG heat map."""
-    from ..plots import _plt, save_figure
+    from ..plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     d = np.asarray(d)
     k = len(names)
     fig, ax = plt.subplots(figsize=(1.5 + 0.7 * k, 1.2 + 0.7 * k))
@@ -301,8 +293,8 @@ def write_ensemble_report(r: dict, out_dir: str | Path, stem: str = "ensemble") 
     """``<stem>.json``, ``<stem>.md`` and ``<stem>_disagreement.png`` in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(r, indent=1))
-    (out / f"{stem}.md").write_text(markdown_ensemble_report(r))
+    write_atomic(json.dumps(r, indent=1), out / f"{stem}.json")
+    write_atomic(markdown_ensemble_report(r), out / f"{stem}.md")
     names = [f"m{i}" for i in range(len(r["disagreement"]))]
     png = plot_disagreement(r["disagreement"], names, out / f"{stem}_disagreement.png",
                             f"disagreement on {r['dataset']}/{r['split']}")  # fmt: skip

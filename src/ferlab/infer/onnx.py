@@ -37,6 +37,9 @@ from ..io import write_atomic
 from ..models.spec import ONNX_FORMAT, ModelSpec
 
 FORMAT = ONNX_FORMAT
+#: ``ferlab export --format`` values, and the ``--quantize`` modes (:func:`quantize_int8`)
+EXPORT_FORMATS = ("onnx",)
+QUANTIZATIONS = ("int8",)
 INPUT, OUTPUT = "input", "logits"
 
 
@@ -236,7 +239,6 @@ class OnnxModel:
     def __init__(self, model_bytes_or_path, threads: int | None = None, source: str = "<memory>") -> None:
         _require("onnxruntime")
         import onnxruntime as ort
-
 
         try:
             self.session = ort.InferenceSession(

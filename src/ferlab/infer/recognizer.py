@@ -89,9 +89,10 @@ class Recognizer:
         model: shipped model name (``'default'``, ``'fast'``, ``'ferplus'``), checkpoint path / run folder, or a
             model object.
         detector: face detector name (``'blazeface'``, ``'haar-fast'``, ``'haar'``, ``'mtcnn'``, ``'mediapipe'``,
-            options after a colon) or a detector object. ``'blazeface'`` (MediaPipe's network on an image
-            pyramid) finds more faces than the Haar cascades, with fewer false ones at 640x480, in less time
-            (docs/bench_detect.md).
+            options after a colon) or a detector object. None: the crop rule the model's training images were
+            made with (``model.spec.crop``, recorded by ``ferlab prepare``), else ``'blazeface'`` (MediaPipe's
+            network on an image pyramid; it finds more faces than the Haar cascades, with fewer false ones at
+            640x480, in less time, docs/bench_detect.md).
         device: ``'cpu'``, ``'cuda'``, ``'mps'``.
         tta: test-time augmentation, ``'none'``, ``'flip'`` or ``'tencrop'``.
         batch_size: crops per forward pass.
@@ -101,8 +102,9 @@ class Recognizer:
             ``fast``; other models are quantized in memory, calibrated on FER2013 training faces from
             ``$FERLAB_DATA``; or pass an ``.onnx`` file written by ``ferlab export --quantize int8``).
         threads: CPU threads for torch, ONNX Runtime and OpenCV (None: :func:`ferlab.hardware.default_threads`).
-        margin: fraction of the detected box added on each side before cropping (FER2013-like framing;
-            0.1 measured best for BlazeFace boxes on pasted PrivateTest faces, 0.0-0.1 for Haar's).
+        margin: fraction of the detected box added on each side before cropping. None: the model's crop
+            rule, else 0.1 (FER2013-like framing; measured best for BlazeFace boxes on pasted PrivateTest faces,
+            0.0-0.1 for Haar's). The whole rule is :attr:`crop_rule` (:class:`ferlab.faces.CropRule`).
         min_face: smallest face side in pixels the detector keeps (None: the detector's own default, 30 for
             ``'blazeface'``, 48 for ``'haar-fast'``, 20 for the others).
     """
@@ -110,13 +112,13 @@ class Recognizer:
     def __init__(
         self,
         model="default",
-        detector="blazeface",
+        detector=None,
         device: str = "cpu",
         tta: str = "none",
         batch_size: int = 128,
         precision: str = "auto",
         backend: str = "torch",
-        margin: float = 0.1,
+        margin: float | None = None,
         min_face: int | None = None,
         threads: int | None = None,
     ) -> None:
@@ -156,8 +158,22 @@ class Recognizer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.transform = create_transform(self.data_config, is_training=False)
-        self._detector_spec, self._detector = detector, None
-        self.margin, self.min_face = float(margin), None if min_face is None else int(min_face)
+        # the crop rule: what the caller says, else the model's training rule, else the inference default
+        from ..faces.crop import INFERENCE_RULE, CropRule, FaceCropper
+
+        trained = (
+            CropRule.from_dict(getattr(getattr(self.model, "spec", None), "crop", None)) or INFERENCE_RULE
+        )
+        given = detector if isinstance(detector, str) else None
+        self.crop_rule = trained.replace(detector=given, margin=None if margin is None else float(margin))
+        self._detector_spec = detector if detector is not None else self.crop_rule.detector
+        self.min_face = None if min_face is None else int(min_face)
+        self.cropper = FaceCropper(
+            self.crop_rule,
+            detector=detector if detector is not None and not isinstance(detector, str) else None,
+            detector_options={} if self.min_face is None else {"min_size": self.min_face},
+        )
+        self.margin = self.crop_rule.margin
         if backend != "torch" and self._onnx is None:
             from .onnx import OnnxModel
 
@@ -174,18 +190,8 @@ class Recognizer:
     # -- detection ---------------------------------------------------------------------------------
     @property
     def detector(self):
-        if self._detector is None:
-            from ..faces.detect import create_detector
-
-            spec = self._detector_spec
-            opts = {} if self.min_face is None else {"min_size": self.min_face}
-            self._detector = create_detector(spec, **opts) if isinstance(spec, str) else spec
-        return self._detector
-
-    def _crop(self, img: np.ndarray, face) -> np.ndarray:
-        from ..faces.geometry import crop_face
-
-        return crop_face(img, face.box, self.margin, square=True)
+        """The face detector (built on first use)."""
+        return self.cropper.detector
 
     # -- classification ----------------------------------------------------------------------------
     def predict_proba(self, crops) -> np.ndarray:
@@ -226,24 +232,32 @@ class Recognizer:
         """Every face in ``image`` (path, numpy array or PIL image), largest first; [] when there is none."""
         from ..io import as_array
 
-        img = as_array(image)
-        faces = self.detector.detect(img)
-        if not faces:
-            return []
-        crops = [self._crop(img, f) for f in faces]
-        return self._results(self.predict_proba(crops), [f.box for f in faces], [f.score for f in faces])
+        return self.predict_batch([as_array(image)])[0]
 
-    def predict_many(self, images, progress: bool = False):
-        """Yield ``(image, faces or exception)`` for many images; unreadable files yield their error, never stop."""
-        from tqdm.auto import tqdm
+    def predict_batch(self, images, detect: bool = True) -> list[list[FacePrediction]]:
+        """The faces of several images (uint8 arrays), their crops classified together in batches.
 
-        from ..errors import FerlabError
-
-        for item in tqdm(images, desc="predict", disable=not progress, unit="img"):
-            try:
-                yield item, self.predict(item)
-            except FerlabError as e:
-                yield item, e
+        Gives the same faces as ``[self.predict(im) for im in images]``. With ``detect=False`` each image is
+        one face crop (box = the whole image, score None), as in :meth:`predict_faces`.
+        """
+        crops, owner, boxes, scores = [], [], [], []
+        for i, img in enumerate(images):
+            if detect:
+                for face, crop in self.cropper(img):
+                    crops.append(crop)
+                    owner.append(i)
+                    boxes.append(face.box)
+                    scores.append(face.score)
+            else:
+                crops.append(img)
+                owner.append(i)
+                boxes.append((0.0, 0.0, float(img.shape[1]), float(img.shape[0])))
+                scores.append(None)
+        out: list[list[FacePrediction]] = [[] for _ in images]
+        if crops:
+            for res, i in zip(self._results(self.predict_proba(crops), boxes, scores), owner):
+                out[i].append(res)
+        return out
 
     def __repr__(self) -> str:
         name = getattr(self.model, "model_name", type(self.model).__name__)

@@ -1,4 +1,4 @@
-"""AEMT: Attention-Enhanced Multi-layer Transformer with Attentional Selective Fusion (paper 000).
+"""AEMT: Attention-Enhanced Multi-layer Transformer with Attentional Selective Fusion (Wang 2024 (AEMT)).
 
 Paper: J. Wang, "Evaluation and analysis of visual perception using attention-enhanced computation in
 multimedia affective computing", *Frontiers in Neuroscience* 18:1449527 (2024),
@@ -126,7 +126,7 @@ def _feat_side(img_size: int, stride_steps: int = 5) -> int:
 
 
 class AttentionalSelectiveFusion(nn.Module):
-    """ASF, paper 000 equations 1-3: per-element softmax weights from global-local attention scores of
+    """ASF, Wang 2024 (AEMT) equations 1-3: per-element softmax weights from global-local attention scores of
     learnable projections of both maps, weighted sum, normalisation.
 
     Args:
@@ -374,7 +374,7 @@ def aemt(
     branch_weights: str | None = None,
     **kwargs,
 ) -> AEMT:
-    """Dual ResNet-18 (RGB + LBP) -> ASF -> 6-layer 8-head Transformer encoder -> FC (paper 000).
+    """Dual ResNet-18 (RGB + LBP) -> ASF -> 6-layer 8-head Transformer encoder -> FC (Wang 2024 (AEMT)).
 
     Switches: ``lbp``, ``asf``, ``mte`` (table 5); ``depth``, ``num_heads`` (the encoder; the paper's 6 and
     8), ``drop_rate`` (before the FC; the paper tunes 0.3-0.5) and ``encoder_drop_rate``. ``branch_weights``:

@@ -4,19 +4,19 @@ Papers:
 
 * VGG -- K. Simonyan, A. Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
   ICLR 2015, arXiv:1409.1556. Paper 002 (Chen & Chen, VGG16+GCCA+PD+RA) builds on VGG16 and reports the
-  plain VGG16 as "model 1" of its ablation; the Residual Masking Network README (the ensemble paper 004
+  plain VGG16 as "model 1" of its ablation; the Residual Masking Network README (the ensemble Berindeie 2024 (FER ensembles)
   reuses) lists VGG19 at 70.80 % on FER2013.
 * ResNet -- K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition", CVPR 2016,
   arXiv:1512.03385. Paper 003 (GCLENet) uses ResNet34 as its baseline (21.29 M parameters, 7 classes);
-  paper 004's ensemble has a "ResNet" member (73.14 %).
+  Berindeie 2024 (FER ensembles)'s ensemble has a "ResNet" member (73.14 %).
 * CBAM -- S. Woo, J. Park, J.-Y. Lee, I. S. Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018,
   arXiv:1807.06521. Paper 004 (Berindeie, "Ensemble Models For Facial Emotion Recognition", §6.3.2) keeps
   the top three models of the Residual Masking Network ensemble: RMN 74.14 %, "Cbam_Resnet" 73.34 % and
   "ResNet" 73.14 %. The RMN code (``models/__init__.py``) builds that member as pytorchcv's
   ``cbam_resnet50`` with a new 2048->7 linear layer; its README reports CBAM-ResNet50 at 73.39 %.
 * MobileNet V1 -- A. G. Howard et al., "MobileNets: Efficient Convolutional Neural Networks for Mobile
-  Vision Applications", arXiv:1704.04861. PAtt-Lite (surveyed in paper 004) cuts a Keras MobileNet V1;
-  paper 004 also tried MobileNet V1/V2/V3 backbones.
+  Vision Applications", arXiv:1704.04861. PAtt-Lite (surveyed in Berindeie 2024 (FER ensembles)) cuts a Keras MobileNet V1;
+  Berindeie 2024 (FER ensembles) also tried MobileNet V1/V2/V3 backbones.
 
 What is implemented: :class:`TimmFERNet`, one generic wrapper that turns a timm classification network
 (always built with ``pretrained=False``) into a :class:`~ferlab.models._base.FERModel`:
@@ -49,7 +49,7 @@ name               7 classes       1000 classes (= the published/reference total
 
 FLOPs per image (``torch.utils.flop_counter``, 2 per multiply-add) at 3x224x224 / 1x48x48: vgg16 30.9 /
 1.64 G, vgg19 39.3 / 2.03 G, resnet18 3.63 / 0.19 G, resnet34 7.33 / 0.38 G (3.66 G multiply-adds, the
-"3678 M FLOPs" of paper 003), cbam_resnet18 3.63 / 0.19 G, cbam_resnet34 7.33 / 0.38 G, cbam_resnet50
+"3678 M FLOPs" of Chen et al. 2024 (GCLENet)), cbam_resnet18 3.63 / 0.19 G, cbam_resnet34 7.33 / 0.38 G, cbam_resnet50
 8.19 / 0.43 G, mobilenet_v1 1.14 / 0.057 G.
 
 Input: the native input is 3x224x224 RGB. Every model also runs on small grayscale faces through

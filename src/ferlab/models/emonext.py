@@ -2,8 +2,8 @@
 
 Paper: Y. El Boudouri, A. Bohi, "EmoNeXt: an Adapted ConvNeXt for Facial Emotion Recognition", IEEE MMSP
 2023; arXiv 2501.08199. Official code: github.com/yelboudouri/EmoNeXt (no licence file; not copied).
-Surveyed in paper 004 (Berindeie, "Ensemble Models For Facial Emotion Recognition", §5.5). Layer lists
-and counts: ``ARCHITECTURES.md`` §4.
+Surveyed in Berindeie, "Ensemble Models For Facial Emotion Recognition" (2024), §5.5. Layer lists
+and counts below are read from the official code.
 
 What is implemented (one class, five registered sizes ``emonext_tiny`` ... ``emonext_xlarge`` = the
 official ConvNeXt T/S/B/L/XL configurations), for 3x224x224 input:
@@ -26,7 +26,7 @@ official ConvNeXt T/S/B/L/XL configurations), for 3x224x224 input:
   affect the logits, so ``forward`` skips it.
 
 Parameters (7 classes, PyTorch count, at 224 px): tiny 29,973,739; small 51,608,299; base 90,715,659;
-large 202,221,643; xlarge 358,115,979. The reference's counts (ARCHITECTURES.md) are 590,592 / 590,592 /
+large 202,221,643; xlarge 358,115,979. The official code's counts are 590,592 / 590,592 /
 1,049,600 / 2,360,832 / 4,196,352 larger: exactly its unused value projection (see below). Compute
 (``forward``, multiply-adds counted once, 224 px): tiny 4.53 G, small 8.76 G, base 15.43 G, large 34.44 G,
 xlarge 61.00 G; the regulariser adds 0.06-0.41 G.

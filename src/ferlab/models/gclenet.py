@@ -67,7 +67,8 @@ Deviations from the paper (or places where the paper is silent):
   the paper. Also ours: BN + ReLU after every multi-scale conv, BN after ACmix, and the identity shortcut
   (so that, as in the paper's table 7, ACmix and the multi-scale conv each stand where a 3x3 conv of a
   basic block would be). The channel groups are independent (eq. 2), not Res2Net-style hierarchical.
-* **ACmix** follows the ResNet variant (ARCHITECTURES.md section 5): 4 heads, 7x7 attention window with
+* **ACmix** follows the ResNet variant of the ACmix code (Pan et al., "On the Integration of Self-Attention and
+  Convolution", CVPR 2022): 4 heads, 7x7 attention window with
   reflection padding and a learned 1x1 position encoding of a [-1, 1] coordinate grid, 3x3 shift
   convolution initialised as shift kernels, stride 1 only. The grouped shift conv has no bias, which is
   what the reference code ends up with (its bias is silently dropped) and gives the documented 17,822

@@ -1,10 +1,10 @@
 """PAtt-Lite: truncated MobileNetV1, a patch extraction block and an attention classifier.
 
 Paper: J. L. Ngwe, K. M. Lim, C. P. Lee, T. S. Ong, "PAtt-Lite: Lightweight Patch and Attention MobileNet for
-Challenging Facial Expression Recognition", IEEE Access 2024, arXiv:2306.09626. Reviewed in paper 004 of
+Challenging Facial Expression Recognition", IEEE Access 2024, arXiv:2306.09626. Reviewed in Berindeie 2024 (FER ensembles) of
 ferlab's specification (A. Berindeie, "Ensemble Models For Facial Emotion Recognition", 2024, section 5.1).
-Official code: github.com/JLREx/PAtt-Lite (Keras notebook, MIT). The layer list follows ferlab's
-``ARCHITECTURES.md`` section 2, which describes that notebook; no code was copied.
+Official code: github.com/JLREx/PAtt-Lite (Keras notebook, MIT). The layer list describes
+that notebook, read, not copied.
 
 Architecture (input 3x224x224 RGB scaled to [-1, 1]):
 
@@ -24,7 +24,7 @@ Architecture (input 3x224x224 RGB scaled to [-1, 1]):
 **Attention runs within each sample (ferlab's fix).** In the reference, the attention layer receives the
 globally pooled (batch, 32) matrix, so its "sequence" is the mini-batch: the score matrix is B x B and every
 sample's feature becomes a softmax-weighted mix of the other samples in its batch (JLREx/PAtt-Lite #6, #13;
-paper 004 section 6.3.2). Predictions then depend on what else is in the batch, and batch evaluation leaks
+Berindeie 2024 (FER ensembles) section 6.3.2). Predictions then depend on what else is in the batch, and batch evaluation leaks
 information across test samples. ferlab's default ``attention_mode="tokens"`` instead treats the 2x2 patch
 map of one sample as a sequence of 4 tokens: each token goes through the same dropout/Dense/ReLU/BN as the
 reference's pooled vector, the tokens attend to each other (4x4 scores per sample, same scalar scale), and

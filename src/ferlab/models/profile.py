@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..tables import markdown_table
 from ._registry import create_model, model_info
 
 
@@ -20,13 +21,6 @@ def count_flops(model: torch.nn.Module, input_size, batch: int = 1) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(x)
     return int(fc.get_total_flops())
-
-
-def human(n: float, unit: str = "") -> str:
-    for k, s in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= k:
-            return f"{n / k:.2f} {s}{unit}"
-    return f"{n:.0f} {unit}".strip()
 
 
 def params_and_flops(name: str, num_classes: int = 7, input_size=None, **kwargs) -> tuple[int, int]:
@@ -45,12 +39,12 @@ def params_and_flops(name: str, num_classes: int = 7, input_size=None, **kwargs)
 
 def model_table(names, flops: bool = True, num_classes: int = 7) -> str:
     """A Markdown table: name, paper, params, FLOPs at the native input, input size and colour."""
-    rows = ["| model | paper | params | GFLOPs | input | colour |", "|---|---|---:|---:|---|---|"]
+    rows = []
     for n in names:
         info = model_info(n)
         p, fl = params_and_flops(n, num_classes)
         f = f"{fl / 1e9:.3f}" if flops else "-"
         c, h, w = info.data.input_size
         col = info.data.color + ("+lbp" if info.data.lbp else "")
-        rows.append(f"| {n} | {info.paper} | {p:,} | {f} | {c}x{h}x{w} | {col} |")
-    return "\n".join(rows)
+        rows.append([n, info.paper, f"{p:,}", f, f"{c}x{h}x{w}", col])
+    return markdown_table(["model", "paper", "params", "GFLOPs", "input", "colour"], rows, "llrrll")

@@ -2,9 +2,9 @@
 
 Paper: A. K. Roy, H. K. Kathania, A. Sharma, A. Dey, Md. S. A. Ansari, "ResEmoteNet: Bridging Accuracy and
 Loss Reduction in Facial Emotion Recognition", IEEE Signal Processing Letters 2024, arXiv:2409.10545.
-Reviewed in paper 004 of ferlab's specification (A. Berindeie, "Ensemble Models For Facial Emotion
+Reviewed in Berindeie 2024 (FER ensembles) of ferlab's specification (A. Berindeie, "Ensemble Models For Facial Emotion
 Recognition", 2024, section 5.3). Official code: github.com/ArnabKumarRoy02/ResEmoteNet (MIT). The layer
-list below follows ferlab's ``ARCHITECTURES.md`` section 1, which describes that code; no code was copied.
+list below describes that code, read, not copied.
 
 Architecture (input 3x64x64, a grayscale face replicated to 3 channels, ImageNet mean/std):
 
@@ -17,7 +17,7 @@ Architecture (input 3x64x64, a grayscale face replicated to 3 channels, ImageNet
   ReLU -> Dropout(0.5) -> FC ``num_classes``.
 
 Parameter count (PyTorch count, trainable parameters): ``80,236,800 + 257 * num_classes``, i.e.
-**80,238,599** for 7 classes, the total ``ARCHITECTURES.md`` derived from the reference code (stem 371,712;
+**80,238,599** for 7 classes, the total derived from the reference code (stem 371,712;
 SE 8,192; residual blocks 3,674,624 / 14,689,280 / 58,738,688; FC head 2,756,103). About 0.67 GFLOPs per
 64x64 face (one multiply-add counted as two FLOPs).
 
@@ -56,7 +56,7 @@ Deviations from the paper:
   for informative maps at the native size.
 * Training recipe (not part of the model): the code uses SGD lr 1e-3, momentum 0.9, weight decay 1e-4,
   batch 16, 80 epochs, no scheduler; the paper says "reduce by 0.1 on plateau". The 79.79 % FER2013
-  accuracy is not reproducible from the public data (paper 004 reaches ~64 % from scratch).
+  accuracy is not reproducible from the public data (Berindeie 2024 (FER ensembles) reaches ~64 % from scratch).
 """
 
 from __future__ import annotations

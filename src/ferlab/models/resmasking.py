@@ -2,8 +2,8 @@
 
 Paper: L. Pham, T. H. Vu, T. A. Tran, "Facial Expression Recognition Using Residual Masking Network",
 ICPR 2020 (pp. 4513-4519, 2021). No arXiv version. Official code: github.com/phamquiluan/ResidualMaskingNetwork
-(MIT); surveyed in paper 004 (Berindeie, "Ensemble Models For Facial Emotion Recognition", §5.2). Layer
-lists and counts: ``ARCHITECTURES.md`` §3.
+(MIT); surveyed in Berindeie, "Ensemble Models For Facial Emotion Recognition" (2024), §5.2. Layer
+lists and counts below are read from the official code.
 
 What is implemented:
 

@@ -73,7 +73,9 @@ class ModelSpec:
 
     @classmethod
     def from_meta(cls, meta: Mapping) -> ModelSpec:
-        d = {k: (meta[k] if k == "model_name" else json.loads(meta[k])) for k in (*_KEYS, "crop") if k in meta}
+        d = {
+            k: (meta[k] if k == "model_name" else json.loads(meta[k])) for k in (*_KEYS, "crop") if k in meta
+        }
         return cls.from_dict(d)
 
 

@@ -1,4 +1,4 @@
-"""VGG16 + GCCA + partial decoder + reverse attention: the FER framework of paper 002.
+"""VGG16 + GCCA + partial decoder + reverse attention: the FER framework of Chen & Chen 2024 (VGG16 + GCCA).
 
 Paper: Jianzeng Chen and Ningning Chen, "A Framework for Facial Expression Recognition Combining
 Contextual Information and Attention Mechanism", Journal of Information Processing Systems (JIPS),
@@ -55,7 +55,7 @@ uses, after dropout) and ``'maps'``: ``'edge'`` [B,1,H/2,W/2] (fusion), ``'globa
 Deviations from the paper (it gives no layer widths, no code, and no statement of how the segmentation
 style maps become a class prediction):
 
-1. **Classification read-out (our design, ARCHITECTURES.md 6c).** PraNet's maps are supervised by masks;
+1. **Classification read-out (our design).** PraNet's maps are supervised by masks;
    FER has none, so the maps act as spatial attention for pooling, and the "fusion of multiple features"
    is a concatenation of the four pooled lateral vectors. The paper does not say what the classifier
    sees.
@@ -72,8 +72,8 @@ style maps become a class prediction):
    level's size (PraNet chains fixed 2x up-samplings with ``align_corners=True``); any input side >= 16
    therefore works.
 6. **Scales.** Side outputs are taken after each block's last conv (before its pooling) and the last
-   pool is removed, so blocks 3/4/5 are at 1/4, 1/8, 1/16 of the input (ARCHITECTURES.md 6c says 1/8,
-   1/16, 1/32, which would hold with the pools kept).
+   pool is removed, so blocks 3/4/5 are at 1/4, 1/8, 1/16 of the input (1/8, 1/16, 1/32 would hold
+   with the pools kept).
 7. **Edge conv.** Kernel size 3 (the paper says only "a single kernel"); its map is not supervised (no
    edge labels); it weights the block-2 lateral features, which is our reading of "edge features ... as
    constraints".
@@ -136,7 +136,7 @@ def stochastic_pool2d(x: torch.Tensor, training: bool, eps: float = 1e-6) -> tor
 
 
 class GCCA(nn.Module):
-    """Group convolutional channel attention (paper 002, §2.3, equations 1-2).
+    """Group convolutional channel attention (Chen & Chen 2024 (VGG16 + GCCA), §2.3, equations 1-2).
 
     M(F) = sigmoid(W2(relu(W1(relu(G([avg; max; rdm])))))); output F' = M(F) * F + F.
     G is a grouped 1x1 conv (groups = C) that fuses the three pooled values of each channel.
@@ -197,7 +197,7 @@ class PartialDecoder(nn.Module):
 
 
 class ReverseAttention(nn.Module):
-    """One reverse-attention step (paper 002 equations 3-4; PraNet).
+    """One reverse-attention step (Chen & Chen 2024 (VGG16 + GCCA) equations 3-4; PraNet).
 
     A = 1 - sigmoid(U(S_coarse)); R = C * A; S = conv(R) + U(S_coarse).
     """
@@ -218,7 +218,7 @@ class ReverseAttention(nn.Module):
 
 
 class VGG16CARA(FERModel):
-    """VGG16 with GCCA, lateral outputs, partial decoder and reverse attention (paper 002).
+    """VGG16 with GCCA, lateral outputs, partial decoder and reverse attention (Chen & Chen 2024 (VGG16 + GCCA)).
 
     Args:
         num_classes: classifier width.
@@ -352,5 +352,5 @@ def vgg16_cara(
     drop_rate: float = 0.001,
     **kwargs,
 ) -> VGG16CARA:
-    """VGG16 (no last pool/FC) + GCCA + lateral fusion + partial decoder + reverse attention (paper 002)."""
+    """VGG16 (no last pool/FC) + GCCA + lateral fusion + partial decoder + reverse attention (Chen & Chen 2024 (VGG16 + GCCA))."""
     return VGG16CARA(num_classes, in_chans, fusion=fusion, gcca=gcca, pd=pd, ra=ra, drop_rate=drop_rate)

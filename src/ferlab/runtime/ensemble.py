@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, unknown_name
+from ..io import atomic_path
 from ..models.spec import ENSEMBLE_FORMAT, ModelSpec, attach_spec, spec_of
 from .files import register_loader
 
@@ -370,10 +370,8 @@ def save_ensemble(ens: Ensemble, path: str | Path) -> Path:
         "classes": json.dumps(list(ens.classes)),
         "members": json.dumps(members),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(sd, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata=meta)
     return path
 
 

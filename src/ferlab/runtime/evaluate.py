@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..tables import markdown_table
 from .metrics import classification_metrics
 from .precision import resolve_precision
 from .predict import predict_probs
@@ -59,18 +60,14 @@ def markdown_report(m: dict, title: str) -> str:
              f"- ECE: {m['ece']:.4f}, NLL: {m['nll']:.4f}", f"- TTA: {m.get('tta', 'none')}"]  # fmt: skip
     if "ms_per_image" in m:
         lines.append(f"- inference: {m['ms_per_image']:.3f} ms/image (batched, this machine)")
-    lines += [
-        "",
-        "| class | precision | recall (per-class acc.) | F1 | support |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for c, d in m["per_class"].items():
-        lines.append(f"| {c} | {d['precision']:.3f} | {d['recall']:.3f} | {d['f1']:.3f} | {d['support']} |")
+    per_class = [[c, f"{d['precision']:.3f}", f"{d['recall']:.3f}", f"{d['f1']:.3f}", d["support"]]
+                 for c, d in m["per_class"].items()]  # fmt: skip
     cls = m["classes"]
-    lines += ["", "Confusion matrix (rows: true, columns: predicted)", "", "| | " + " | ".join(cls) + " |",
-              "|---|" + "---:|" * len(cls)]  # fmt: skip
-    for c, row in zip(cls, m["confusion"]):
-        lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", markdown_table(["class", "precision", "recall (per-class acc.)", "F1", "support"], per_class,
+                                 "lrrrr"),
+              "", "Confusion matrix (rows: true, columns: predicted)", "",
+              markdown_table(["", *cls], [[c, *row] for c, row in zip(cls, m["confusion"])],
+                             "l" + "r" * len(cls))]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

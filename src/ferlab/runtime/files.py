@@ -15,12 +15,12 @@ Writes go to a temporary file in the same folder, then ``os.replace`` — a kill
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError
+from ..io import atomic_path
 from ..models.spec import CHECKPOINT_FORMAT, WEIGHTS_FORMAT, ModelSpec, spec_of
 
 FORMAT = CHECKPOINT_FORMAT  # the name the Trainer's checkpoints carry
@@ -38,24 +38,38 @@ def register_loader(fmt: str, loader) -> None:
 
 
 def atomic_save(obj, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def run_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint a run folder stands for: ``best.pt`` (best validation metric), else ``last.pt``; None."""
+    for name in ("best.pt", "last.pt"):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
+def snapshot_paths(run_dir: str | Path) -> dict[int, Path]:
+    """A run's per-epoch snapshots ``epoch_XXX.pt`` (the ``snapshot_epochs`` option), by epoch number."""
+    out = {}
+    for p in Path(run_dir).glob("epoch_*.pt"):
+        try:
+            out[int(p.stem.split("_", 1)[1])] = p
+        except ValueError:
+            continue
+    return dict(sorted(out.items()))
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a ferlab training checkpoint safely (``weights_only=True``)."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
+        found = run_checkpoint(path)
+        if found is None:
             raise ConfigError(f"{path}: run folder holds no best.pt or last.pt")
+        path = found
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} not found")
     try:
@@ -84,9 +98,8 @@ def export_weights(model: torch.nn.Module, path: str | Path, classes=None, extra
     meta = {"format": WEIGHTS_FORMAT, **spec_of(model, classes).to_meta(),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}  # fmt: skip
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(sd, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata=meta)
     return path
 
 

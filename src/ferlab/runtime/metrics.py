@@ -1,4 +1,4 @@
-"""Classification metrics (scikit-learn) plus calibration and the repeated-run statistics of paper 002."""
+"""Classification metrics (scikit-learn) plus calibration and the repeated-run statistics of Chen & Chen 2024 (VGG16 + GCCA)."""
 
 from __future__ import annotations
 

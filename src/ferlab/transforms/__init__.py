@@ -12,7 +12,7 @@ bottleneck. The evaluation transform is exactly what inference uses (``ferlab.in
 3. training only: per-sample random affine (rotation, scale, translation, horizontal flip) in one
    ``grid_sample``, brightness/contrast jitter, random erasing — all drawn from one ``torch.Generator``,
    so a seed reproduces a batch exactly;
-4. LBP channel (models with ``lbp=True``, paper 000): uniform LBP of the (augmented) grayscale image;
+4. LBP channel (models with ``lbp=True``, Wang 2024 (AEMT)): uniform LBP of the (augmented) grayscale image;
 5. normalise with the model's mean/std.
 """
 

@@ -1,7 +1,7 @@
-"""``ferlab generate plan|prompts|images|merge``: the paper-004 balancing pipeline from the command line.
+"""``ferlab generate plan | prompts | images | merge``: the paper-004 balancing pipeline.
 
-Thin wrappers around the library functions of :mod:`ferlab.generate`; :func:`add_generate_parser` adds the
-subcommand to ``ferlab``'s parser.
+Thin wrappers around the library functions of :mod:`ferlab.generate`; :func:`add_generate` adds the
+subcommand with its four actions to ``ferlab``'s parser.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-
-DATA_HELP = "data root (default: $FERLAB_DATA)"
+from ._args import add_data_dir
 
 
 def _counts(items) -> dict[str, int]:
@@ -33,8 +32,8 @@ def _counts(items) -> dict[str, int]:
 
 def _jobs(args):
     """Prompt jobs from --prompts FILE, --plan FILE, --counts or --emotion/--n."""
-    from .planner import GenerationPlan
-    from .prompts import PromptGenerator, read_jobs
+    from ..generate.planner import GenerationPlan
+    from ..generate.prompts import PromptGenerator, read_jobs
 
     if getattr(args, "prompts", None):
         return read_jobs(args.prompts)
@@ -62,9 +61,10 @@ def _dataset_path(name: str, data_dir) -> Path | None:
     return locate(name.rstrip("7"), resolve_root(data_dir))
 
 
-def cmd_plan(args) -> int:
+def _cmd_plan(args) -> int:
+    """Print the images each class needs to reach the target (training split only); optionally save the plan."""
     from ..data import load_dataset
-    from .planner import plan_generation
+    from ..generate.planner import plan_generation
 
     ds = load_dataset(args.dataset, args.data_dir)
     plan = plan_generation(ds, args.target, args.splits, args.train_split, args.overshoot)
@@ -78,8 +78,9 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def cmd_prompts(args) -> int:
-    from .prompts import write_jobs
+def _cmd_prompts(args) -> int:
+    """Write paper 004's dynamic prompts with their seeds as JSON lines."""
+    from ..generate.prompts import write_jobs
 
     jobs = _jobs(args)
     if args.out:
@@ -91,8 +92,9 @@ def cmd_prompts(args) -> int:
     return 0
 
 
-def cmd_images(args) -> int:
-    from .backend import GenerationSettings, generate_images
+def _cmd_images(args) -> int:
+    """Generate the prompts' images with a local Stable Diffusion model (resumable)."""
+    from ..generate.backend import GenerationSettings, generate_images
 
     settings = GenerationSettings(
         model=args.model,
@@ -112,11 +114,12 @@ def cmd_images(args) -> int:
     return 0
 
 
-def cmd_merge(args) -> int:
+def _cmd_merge(args) -> int:
+    """Post-process generated images and write a new dataset version whose training split holds them."""
     from ..data import load_dataset
     from ..data.balance import format_table
-    from .merge import merge_synthetic, sidecar_path, write_dataset
-    from .postprocess import postprocess_generated
+    from ..generate.merge import merge_synthetic, sidecar_path, write_dataset
+    from ..generate.postprocess import postprocess_generated
 
     ds = load_dataset(args.dataset, args.data_dir)
     real = ds.split(args.split)
@@ -156,6 +159,7 @@ def cmd_merge(args) -> int:
 
 
 def _job_args(s, with_prompts: bool = False) -> None:
+    """The options that say what to generate (a plan, counts, one class, or a prompts file) and the seed."""
     g = s.add_argument_group("what to generate (one of)")
     g.add_argument("--plan", help="plan JSON from `ferlab generate plan --out` (its 'generate' counts)")
     g.add_argument(
@@ -171,8 +175,10 @@ def _job_args(s, with_prompts: bool = False) -> None:
     )
 
 
-def add_generate_parser(sub) -> None:
-    """Add ``generate`` with its four actions to the ``ferlab`` subparsers."""
+def add_generate(sub) -> None:
+    """Add ``ferlab generate`` with its four actions (dtypes from :data:`ferlab.generate.backend.DTYPES`)."""
+    from ..generate.backend import DTYPES
+
     p = sub.add_parser(
         "generate",
         help="balance a dataset with Stable Diffusion faces (paper 004): plan, prompts, images, merge",
@@ -185,7 +191,7 @@ def add_generate_parser(sub) -> None:
 
     s = acts.add_parser("plan", help="deficit table: images per class to reach the target (train only)")
     s.add_argument("--dataset", default="fer2013", help="dataset name, folder:PATH or cache:PATH")
-    s.add_argument("--data-dir", help=DATA_HELP)
+    add_data_dir(s)
     s.add_argument(
         "--target", default="max", help="'max' (largest class), a count per class, or a ratio like 0.8"
     )
@@ -198,12 +204,12 @@ def add_generate_parser(sub) -> None:
         help="generate this factor more to cover rejections (e.g. 1.2)",
     )
     s.add_argument("--out", help="also write the plan as JSON")
-    s.set_defaults(func=cmd_plan)
+    s.set_defaults(func=_cmd_plan)
 
     s = acts.add_parser("prompts", help="dynamic prompts with seeds, as JSON lines")
     _job_args(s)
     s.add_argument("--out", help="JSONL file (default: stdout)")
-    s.set_defaults(func=cmd_prompts)
+    s.set_defaults(func=_cmd_prompts)
 
     s = acts.add_parser("images", help="generate images with a local diffusers model (resumable)")
     s.add_argument(
@@ -218,17 +224,17 @@ def add_generate_parser(sub) -> None:
     s.add_argument("--guidance", type=float, default=5.5, help="guidance scale (default 5.5, paper 004)")
     s.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default 4)")
     s.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, cuda:N, mps or cpu")
-    s.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    s.add_argument("--dtype", default="auto", choices=list(DTYPES))
     s.add_argument("--limit", type=int, help="generate at most N new images in this run")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_images)
+    s.set_defaults(func=_cmd_images)
 
     s = acts.add_parser(
         "merge", help="post-process generated images and add them to a new training-set version"
     )
     s.add_argument("--generated", required=True, help="folder written by `ferlab generate images`")
     s.add_argument("--dataset", default="fer2013", help="dataset to extend (default fer2013)")
-    s.add_argument("--data-dir", help=DATA_HELP)
+    add_data_dir(s)
     s.add_argument("--out", required=True, help="new version: .h5/.hdf5/.npz file, or a folder of PNGs")
     s.add_argument("--split", default="train", help="training split to extend (default train)")
     s.add_argument(
@@ -239,4 +245,7 @@ def add_generate_parser(sub) -> None:
     s.add_argument("--min-face", type=int, default=40, help="smallest face side in generated pixels (40)")
     s.add_argument("--faces", metavar="DIR", help="also write accepted crops and per-image decisions here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_merge)
+    s.set_defaults(func=_cmd_merge)
+
+
+COMMANDS = {"generate": add_generate}

@@ -1,0 +1,170 @@
+"""``ferlab train | zoo | protocol``: training runs, the zoo's queue of recipes and the papers' protocols."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import FerlabError
+from ._args import THREADS_HELP, add_data_dir, add_threads
+
+ZOO_QUEUE = "queues/zoo_fer2013_cpu.yaml"
+#: what ``ferlab zoo`` does with its queue (handled by :func:`_cmd_zoo`)
+ZOO_ACTIONS = ("train", "status", "table")
+
+
+def _cmd_train(args) -> int:
+    """Train one model from a YAML recipe with key=value overrides and print where the run is."""
+    from ..engine import train
+
+    overrides = list(args.overrides or []) + ([f"threads={args.threads}"] if args.threads else [])
+    summary = train(args.config, overrides)
+    print(format_train_summary(summary))
+    return 0
+
+
+def format_train_summary(s: dict) -> str:
+    """The end of ``ferlab train``: where the run is, what stopped it, and a table of its test splits."""
+    from ..data.balance import format_table
+
+    best = next((k for k in s if k.startswith("best_")), None)
+    why = ("its time budget" if s.get("budget_reached") else "early stopping" if s.get("stopped_early")
+           else "its last epoch")  # fmt: skip
+    lines = []
+    if s.get("run_dir"):
+        lines.append(f"run folder: {s['run_dir']} (model.safetensors, metrics.csv, curves.png, eval/)")
+    lines.append(
+        f"{s.get('epochs_run')} epochs in {s.get('train_time_s', 0) / 60:.1f} min, stopped by {why} "
+        f"(precision {s.get('precision')}, {s.get('threads')} thread(s))"
+        + (f"; best {best[5:]} {s[best]:.4f}" if best and isinstance(s.get(best), float) else "")
+    )
+    splits = sorted(
+        {k[: -len("_acc")] for k in s if k.endswith("_acc") and not k.startswith(("best_", "train_"))}
+    )
+    if splits:
+        rows = [
+            [n, f"{100 * s[f'{n}_acc']:.2f} %", f"{s.get(f'{n}_macro_f1', float('nan')):.4f}"] for n in splits
+        ]
+        lines += ["", format_table(["test split", "accuracy", "macro-F1"], rows)]
+    return "\n".join(lines)
+
+
+def add_train(sub) -> None:
+    """Add ``ferlab train``."""
+    s = sub.add_parser(
+        "train",
+        help="train a model from a YAML recipe (configs/<model>/<dataset>.yaml) with key=value overrides",
+        description="Train with the one Trainer: typed defaults <- the YAML recipe <- key=value overrides "
+        "(nested keys with dots, e.g. augment.hflip=0.3). Runs resume from RUN_DIR/last.pt automatically. "
+        "Data-parallel: torchrun --nproc_per_node=N -m ferlab train --config ...",
+    )
+    s.add_argument("--config", help="YAML recipe (optional: defaults train smallcnn on fer2013)")
+    add_threads(s, THREADS_HELP + "; same as threads=N")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    s.set_defaults(func=_cmd_train)
+
+
+def _cmd_zoo(args) -> int:
+    """Train the zoo's queue of recipes (resumable), show its state, or write its results table."""
+    from ..engine.queue import queue_status, run_queue
+
+    overrides = list(args.overrides or [])
+    if getattr(args, "threads", None):
+        overrides.append(f"threads={args.threads}")
+    if args.action == "train":
+        res = run_queue(args.queue, only=args.only, overrides=overrides)
+        return 1 if any(r["status"] == "failed" for r in res) else 0
+    if args.action == "status":
+        from ..data.balance import format_table
+
+        rows = queue_status(args.queue, overrides)
+        print(format_table(
+            ["run", "model", "state", "epochs", "train min", "budget min", "best val acc"],
+            [[r["name"], r["model"], r["state"], r["epochs"] if r["epochs"] is not None else "?",
+              f"{r['train_min']:.1f}" if r["train_min"] is not None else "?", r["budget_min"] or "-",
+              f"{100 * r['best_val_acc']:.2f} %" if r["best_val_acc"] is not None else "-"] for r in rows],
+        ))  # fmt: skip
+        return 0
+    from ..analysis.zoo import zoo_table
+
+    out = zoo_table(args.queue, args.out, overrides=overrides, data_dir=args.data_dir, tta=not args.no_tta)
+    print(f"wrote {out}")
+    return 0
+
+
+def add_zoo(sub) -> None:
+    """Add ``ferlab zoo``."""
+    s = sub.add_parser(
+        "zoo",
+        help="train the zoo's queue of paper recipes (resumable), show its state, or write its results table",
+    )
+    s.add_argument("action", choices=list(ZOO_ACTIONS))
+    s.add_argument("--queue", default=ZOO_QUEUE, help=f"queue file (default {ZOO_QUEUE})")
+    s.add_argument("--only", nargs="+", help="train: only these run or model names")
+    add_threads(s, "train: threads per run (overrides the recipes' value)")
+    s.add_argument(
+        "--out", default="docs/zoo_fer2013.md", help="table: Markdown file (a PNG of curves beside it)"
+    )
+    s.add_argument("--no-tta", action="store_true", help="table: skip the flip-TTA evaluation")
+    add_data_dir(s)
+    s.add_argument("overrides", nargs="*", help="key=value applied to every run's config")
+    s.set_defaults(func=_cmd_zoo)
+
+
+def _cmd_protocol(args) -> int:
+    """Run one of the papers' protocols (k-fold, repeats, transfer, ablation) and print its table."""
+    from ..engine import protocols
+    from ..engine.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.kind == "kfold":
+        res = protocols.run_kfold(cfg, k=args.k, group_key=args.group_key, split=args.split)
+    elif args.kind == "repeats":
+        res = protocols.run_repeats(cfg, n=args.n, group_key=args.group_key)
+    elif args.kind == "transfer":
+        if not args.finetune_config:
+            raise FerlabError("transfer needs --finetune-config (the second stage's recipe)")
+        res = protocols.run_transfer(cfg, load_config(args.finetune_config, args.overrides))
+    else:
+        if not args.switches and not args.table:
+            tables = ", ".join(cfg.ablation) or "none in this config"
+            raise FerlabError(f"ablation needs --table NAME (the config's tables: {tables}) or --switches")
+        res = protocols.run_ablation(cfg, args.switches, table=args.table, repeats=args.repeats)
+    print(Path(res["dir"], "protocol.md").read_text())
+    return 0
+
+
+def add_protocol(sub) -> None:
+    """Add ``ferlab protocol`` (its kinds from :data:`ferlab.engine.protocols.KINDS`)."""
+    from ..engine.protocols import KINDS
+
+    s = sub.add_parser(
+        "protocol",
+        help="the papers' protocols: kfold, repeats (Acc/Sta), transfer (pre-train + fine-tune), ablation",
+        description="kfold: stratified k-fold CV, mean +- std (paper 000). repeats: N seeds, Acc = mean, Sta = "
+        "population std (paper 002). transfer: --config pre-trains, --finetune-config fine-tunes from its weights "
+        "(papers 000, 003). ablation: one run per on/off combination of --switches (tables of papers 000, 002, 003).",
+    )
+    s.add_argument("kind", choices=list(KINDS))
+    s.add_argument("--config", required=True, help="YAML recipe")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument("--k", type=int, default=5, help="folds (kfold)")
+    s.add_argument("--group-key", help="metadata key keeping groups (e.g. subject) apart: kfold folds, and the "
+                   "held-out part repeats carve from data without a test split")  # fmt: skip
+    s.add_argument("--split", help="split to cross-validate (default: the config's train split)")
+    s.add_argument("--n", type=int, default=10, help="number of seeds (repeats)")
+    s.add_argument("--finetune-config", help="second-stage recipe (transfer)")
+    s.add_argument(
+        "--switches", nargs="*", help="model switches to ablate, every on/off combination (ablation)"
+    )
+    s.add_argument("--table", help="a named table of the config's ablation: block, e.g. table1 (ablation)")
+    s.add_argument(
+        "--repeats", type=int, default=1, help="runs per row, seeds seed..seed+N-1: Acc and Sta (ablation)"
+    )
+    s.set_defaults(func=_cmd_protocol)
+
+
+COMMANDS = {
+    "train": add_train,
+    "protocol": add_protocol,
+    "zoo": add_zoo,
+}
