@@ -148,7 +148,7 @@ def test_a_stalled_body_gets_408(tiny_weights, monkeypatch):
     """A client that stops sending gets 408 after the read timeout instead of holding the request open."""
     import asyncio
 
-    from ferlab import serve
+    from ferlab.infer import serve
 
     monkeypatch.setattr(serve, "READ_TIMEOUT", 0.2)
     app = create_app(str(tiny_weights), precision="fp32")

@@ -17,14 +17,14 @@ import statistics
 import time
 
 import numpy as np
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 #: what ``ferlab bench`` measures (``compare`` is :func:`ferlab.analysis.compare.bench_compare`)
 BENCHMARKS = ("train", "predict", "detect", "compare", "closeups")
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    import torch
+
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(3):
         a @ b
@@ -38,6 +38,8 @@ def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
 
 
 def _train_step_fn(model, x, y, precision: str, opt):
+    import torch
+
     from ..runtime.precision import autocast_context
 
     def step():
@@ -69,6 +71,9 @@ def bench_train(
     ``batch_size=None`` picks :func:`auto_batch_size` from the model's FLOPs. With ``min_time`` each timed
     repeat runs whole steps until that many seconds have passed (at least one) instead of ``steps``.
     """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     from ..hardware import configure_threads
     from ..models import create_model
     from ..runtime.precision import autocast_context, resolve_precision
@@ -185,6 +190,8 @@ def bench_predict(
     classification) on photos of the given sizes, with the detector's share. ``faces`` are uint8 crops
     (FER2013 PrivateTest when the caller has them; random otherwise). Medians of ``repeats`` rounds.
     """
+    import torch
+
     from ..infer.recognizer import Recognizer
 
     r = Recognizer(model, detector=detector, backend=backend, batch_size=batch_size, precision=precision,

@@ -22,11 +22,14 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError, FerlabError
+
+if TYPE_CHECKING:  # annotations only; torch is imported where it runs
+    import torch
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 
@@ -70,11 +73,13 @@ class CamExplainer:
             self.cam.batch_size = 32
 
     def input(self, crop: np.ndarray) -> torch.Tensor:
+
         return self.transform(np.asarray(crop)[None]).to(self.device)
 
     def __call__(self, crop: np.ndarray, target: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(cam [h, w] float32 in [0, 1], class probabilities [C])`` for one uint8 crop; ``target`` is
         the class index to explain (default: the predicted class)."""
+        import torch
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         x = self.input(crop)

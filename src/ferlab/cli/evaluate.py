@@ -128,7 +128,7 @@ def _cmd_ensemble(args) -> int:
 
 def add_ensemble(sub) -> None:
     """Add ``ferlab ensemble`` (methods and objectives from :mod:`ferlab.runtime.ensemble`)."""
-    from ..runtime.ensemble import METHODS, OBJECTIVES
+    from ..runtime.combine import METHODS, OBJECTIVES
 
     s = sub.add_parser(
         "ensemble",

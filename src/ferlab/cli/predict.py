@@ -107,8 +107,9 @@ def add_predict(sub) -> None:
     )
     s.add_argument(
         "--detector",
-        default="blazeface",
-        help="face detector: blazeface (default), haar-fast, haar, mtcnn or mediapipe; options after a colon",
+        default=None,
+        help="face detector: blazeface, haar-fast, haar, mtcnn or mediapipe, options after a colon (default: the "
+        "detector the model's training crops were made with, else blazeface)",
     )
     s.add_argument("--no-detect", action="store_true", help="inputs are face crops: classify each as a whole")
     s.add_argument("--output", metavar="FILE.jsonl", help="write the JSON lines here instead of stdout")
@@ -130,7 +131,10 @@ def add_predict(sub) -> None:
     add_backend(s)
     add_precision(s, "auto")
     s.add_argument(
-        "--margin", type=float, default=0.1, help="margin around each face box, fraction of its side"
+        "--margin",
+        type=float,
+        default=None,
+        help="margin around each face box, fraction of its side (default: the model's crop rule, else 0.1)",
     )
     s.add_argument(
         "--min-face",
@@ -173,8 +177,9 @@ def add_serve(sub) -> None:
     )
     s.add_argument(
         "--detector",
-        default="blazeface",
-        help="face detector: blazeface (default), haar-fast, haar, mtcnn, mediapipe",
+        default=None,
+        help="face detector: blazeface, haar-fast, haar, mtcnn, mediapipe (default: the model's crop rule, "
+        "else blazeface)",
     )
     add_backend(s, help="inference backend")
     add_threads(s)

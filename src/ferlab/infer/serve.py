@@ -175,7 +175,7 @@ def _model_label(spec, model) -> str:
 
 def create_app(
     recognizer_or_model="default",
-    detector: str = "blazeface",
+    detector: str | None = None,
     backend: str = "torch",
     device: str = "cpu",
     precision: str = "auto",

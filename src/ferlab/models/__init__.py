@@ -1,29 +1,35 @@
-"""The ferlab model zoo: one registry, one contract (see :mod:`ferlab.models._base`)."""
+"""The ferlab model zoo: one registry (:mod:`._registry`), one contract (:mod:`._base`), one description
+(:mod:`.spec`), one module per paper model."""
 
-from ._base import FERModel
-from ._registry import (
-    DataConfig,
-    create_model,
-    create_model_from_spec,
-    list_models,
-    load_pretrained,
-    model_info,
-    register_model,
-    resolve_data_config,
-)
-from .spec import ModelSpec, attach_spec, spec_of
+from __future__ import annotations
 
-__all__ = [
-    "DataConfig",
-    "FERModel",
-    "ModelSpec",
-    "attach_spec",
-    "create_model",
-    "create_model_from_spec",
-    "list_models",
-    "load_pretrained",
-    "model_info",
-    "register_model",
-    "resolve_data_config",
-    "spec_of",
-]
+import importlib
+
+#: public name -> the submodule that defines it (imported on first use: importing the package stays cheap)
+_EXPORTS = {
+    "FERModel": "._base",
+    "DataConfig": "._registry",
+    "create_model": "._registry",
+    "create_model_from_spec": "._registry",
+    "list_models": "._registry",
+    "load_pretrained": "._registry",
+    "model_info": "._registry",
+    "register_model": "._registry",
+    "resolve_data_config": "._registry",
+    "ModelSpec": ".spec",
+    "attach_spec": ".spec",
+    "spec_of": ".spec",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

@@ -9,19 +9,39 @@
 The CPU facts and the thread budget it relies on live one layer down, in :mod:`ferlab.hardware`.
 """
 
-from ..hardware import CpuInfo, configure_threads, cpu_info, default_threads, ort_session_options
-from . import ensemble as _ensemble  # noqa: F401  (registers the ensemble file format)
-from .precision import FAST_BF16_ENV, PRECISIONS, autocast_context, cpu_has_fast_bf16, resolve_precision
+from __future__ import annotations
 
-__all__ = [
-    "FAST_BF16_ENV",
-    "PRECISIONS",
-    "CpuInfo",
-    "autocast_context",
-    "configure_threads",
-    "cpu_has_fast_bf16",
-    "cpu_info",
-    "default_threads",
-    "ort_session_options",
-    "resolve_precision",
-]
+import importlib
+
+from ..models.spec import ENSEMBLE_FORMAT
+from .files import register_loader
+
+#: public name -> the module that defines it (imported on first use: importing the package stays cheap)
+_EXPORTS = {
+    "CpuInfo": "..hardware", "configure_threads": "..hardware", "cpu_info": "..hardware",
+    "default_threads": "..hardware", "ort_session_options": "..hardware",
+    "FAST_BF16_ENV": ".precision", "PRECISIONS": ".precision", "autocast_context": ".precision",
+    "cpu_has_fast_bf16": ".precision", "resolve_precision": ".precision",
+    "TTA": ".predict", "predict_probs": ".predict", "evaluate_model": ".evaluate",
+    "load_model": ".files", "load_checkpoint": ".files", "export_weights": ".files", "atomic_save": ".files",
+    "Ensemble": ".ensemble", "load_ensemble": ".ensemble", "save_ensemble": ".ensemble",
+    "load_reference": ".weights", "PRETRAINED": ".weights",
+}  # fmt: skip
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _load_ensemble_file(path, meta):
+    from .ensemble import load_file
+
+    return load_file(path, meta)
+
+
+# ensembles are one of the model-file formats (runtime.files dispatches on the format)
+register_loader(ENSEMBLE_FORMAT, _load_ensemble_file)
+
+__all__ = sorted(_EXPORTS)

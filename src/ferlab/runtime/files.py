@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..io import atomic_path
 from ..models.spec import CHECKPOINT_FORMAT, WEIGHTS_FORMAT, ModelSpec, spec_of
+
+if TYPE_CHECKING:  # annotations only; torch is imported where it runs
+    import torch
 
 FORMAT = CHECKPOINT_FORMAT  # the name the Trainer's checkpoints carry
 
@@ -38,6 +40,8 @@ def register_loader(fmt: str, loader) -> None:
 
 
 def atomic_save(obj, path: str | Path) -> Path:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
@@ -64,6 +68,8 @@ def snapshot_paths(run_dir: str | Path) -> dict[int, Path]:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a ferlab training checkpoint safely (``weights_only=True``)."""
+    import torch
+
     path = Path(path)
     if path.is_dir():
         found = run_checkpoint(path)
@@ -91,6 +97,7 @@ def _first_sentence(e: BaseException, limit: int = 160) -> str:
 
 def export_weights(model: torch.nn.Module, path: str | Path, classes=None, extra: dict | None = None) -> Path:
     """Write ``model``'s weights and its spec (classes filled in when given) as ``.safetensors``, atomically."""
+
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -139,6 +146,8 @@ def load_model(path: str | Path, use_ema: bool = True):
             raise ConfigError(
                 f"{path}: damaged ferlab metadata ({type(e).__name__}: {_first_sentence(e)})"
             ) from None
+        except ConfigError as e:  # e.g. class names that do not match the classifier
+            raise ConfigError(f"{path}: {_first_sentence(e)}") from None
         try:
             model.load_state_dict(load_file(str(path)))
         except Exception as e:  # noqa: BLE001 - shape/key mismatches and damaged tensors alike

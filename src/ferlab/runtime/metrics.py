@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
@@ -23,6 +22,8 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15)
 
 def classification_metrics(y: np.ndarray, probs: np.ndarray, classes) -> dict:
     """Accuracy, macro/weighted F1, per-class precision/recall/F1/support, confusion matrix, ECE, NLL."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     y = np.asarray(y)
     probs = np.asarray(probs, dtype=np.float64)
     pred = probs.argmax(1)

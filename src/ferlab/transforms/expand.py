@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..data.base import Split
 from ..errors import DataError
-from . import AugmentConfig, augment_batch, to_tensor_batch
+from .factory import AugmentConfig, augment_batch, to_tensor_batch
 
 PAPER004_MULTIPLIERS = {"disgust": 2.16, "*": 1.35}
 PAPER004_AUGMENT = AugmentConfig(
