@@ -28,9 +28,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian's chromium and chromium-driver for tests/test_browser.py"; \
+	  echo "installing Debian's chromium and chromium-driver for tests/infer/test_browser.py"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
-	else echo "warning: chromium/chromedriver missing and not root: tests/test_browser.py will fail (apt-get install chromium chromium-driver)"; fi
+	else echo "warning: chromium/chromedriver missing and not root: tests/infer/test_browser.py will fail (apt-get install chromium chromium-driver)"; fi
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/python -m ferlab datasets --plot outputs/demo

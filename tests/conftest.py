@@ -1,4 +1,11 @@
-"""Shared fixtures. ``FERLAB_DATA`` defaults to ``../shared/data`` beside the repository."""
+"""Shared fixtures and the ``real_data`` marker. ``FERLAB_DATA`` defaults to ``../shared/data`` beside the repository.
+
+Tests that read the real FER2013/FER+ data are marked ``real_data`` (automatically when they use the
+``data_root`` or ``fer2013`` fixtures, explicitly otherwise), so ``pytest -m real_data`` runs them apart and
+``pytest -m "not real_data"`` runs everything else on a machine without the data. A test that reads the data
+root without the mark fails, so the mark cannot go stale. The test tree mirrors ``src/ferlab`` (one folder
+per layer).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,38 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers: one c
     torch.set_num_threads(1)
 else:
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+REAL_DATA_FIXTURES = {"data_root", "fer2013"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
+
+
+@pytest.fixture(autouse=True)
+def _real_data_declared(request, monkeypatch):
+    """Fail a test that resolves the real data root without being marked ``real_data``."""
+    from ferlab.data import base, registry
+
+    touched = []
+    real = base.resolve_root
+
+    def spy(data_dir=None):
+        root = real(data_dir)
+        if Path(root).resolve() == Path(os.environ["FERLAB_DATA"]).resolve():
+            touched.append(root)
+        return root
+
+    monkeypatch.setattr(base, "resolve_root", spy)
+    monkeypatch.setattr(registry, "resolve_root", spy)
+    yield
+    if touched and request.node.get_closest_marker("real_data") is None:
+        pytest.fail(
+            f"{request.node.nodeid} reads the real data under {touched[0]}: mark it @pytest.mark.real_data"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,9 @@ class Ensemble(nn.Module):
         for m in members:
             if isinstance(m, (str, Path)):
                 if Path(m).suffix == ".onnx":
-                    raise ConfigError(f"ensemble member {m}: ONNX files cannot be members; use its .safetensors")
+                    raise ConfigError(
+                        f"ensemble member {m}: ONNX files cannot be members; use its .safetensors"
+                    )
                 model = load_reference(m)  # shipped names, run folders, .pt and .safetensors alike
                 labels.append(str(m))
             else:

@@ -14,6 +14,7 @@ from torch import nn
 from ferlab.errors import ConfigError
 from ferlab.models._registry import _MODELS, load_pretrained
 from ferlab.models.aemt import AEMT, AttentionalSelectiveFusion, ConcatFusion, RGBOnly, aemt
+from model_pins import PINS, VARIANT_PINS
 
 # table 5: (lbp, asf, mte); "x" (removed) = False
 SETTINGS = {
@@ -30,13 +31,14 @@ SETTINGS = {
 # + 1,024 (BN of eq. 3) = 624,896;
 # tokens: 1x1 proj C->512 (262,656 for C=512, 524,800 for C=1024) + cls 512 + pos 50 x 512;
 # encoder: 6 x 3,152,384 = 18,914,304; head 512*7+7 = 3,591.
-PARAMS = {
-    "a": 11_180_103,
-    "b": 30_383_175,
-    "c": 41_815_559,
-    "d": 22_975_239,
-    "e": 42_178_311,
+_ROWS = {
+    "a": (False, False, False),
+    "b": (False, True, True),
+    "c": (True, False, True),
+    "d": (True, True, False),
 }
+PARAMS = {r: VARIANT_PINS[("aemt", (("lbp", lb), ("asf", a), ("mte", m)))] for r, (lb, a, m) in _ROWS.items()}
+PARAMS["e"] = PINS["aemt"]  # the pins live in one table: model_pins.py
 
 SIZE = 64  # test size: 2x2 branch maps, 4 visual tokens + class token
 

@@ -25,7 +25,7 @@ from ferlab.engine import optim as optim_mod
 from ferlab.runtime.files import export_weights
 from ferlab.transforms.expand import expand
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("**/*.yaml"))
 IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
 RUN_DATASETS = {

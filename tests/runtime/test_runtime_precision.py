@@ -138,7 +138,7 @@ def test_trainer_follows_the_policy(monkeypatch, tmp_path, capsys, fast):
 def test_recipes_use_auto_and_old_amp_keys_still_load(tmp_path):
     from pathlib import Path
 
-    for p in sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml")):
+    for p in sorted(Path(__file__).resolve().parents[2].glob("configs/**/*.yaml")):
         text = p.read_text()
         assert "amp:" not in text, f"{p}: use 'precision: auto' instead of amp"
         if "precision:" in text:

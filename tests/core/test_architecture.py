@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 PKG = SRC / "ferlab"
 
 #: bottom to top; a module may import modules of its own entry's *core* group or of lower layers
@@ -173,5 +173,7 @@ def test_the_checks_catch_what_they_forbid():
 
 def test_the_walker_sees_lazy_imports(tmp_path):
     p = tmp_path / "m.py"
-    p.write_text("def f():\n    from ..engine import trainer\n\nif TYPE_CHECKING:\n    from ..infer import x\n")
+    p.write_text(
+        "def f():\n    from ..engine import trainer\n\nif TYPE_CHECKING:\n    from ..infer import x\n"
+    )
     assert _imports("ferlab.data.m", p) == {"ferlab.engine.trainer"}
