@@ -48,7 +48,8 @@ def _real_data_declared(request, monkeypatch):
 
     def spy(data_dir=None):
         root = real(data_dir)
-        if Path(root).resolve() == Path(os.environ["FERLAB_DATA"]).resolve():
+        real_root = os.environ.get("FERLAB_DATA") or str(DEFAULT_DATA)
+        if Path(root).resolve() == Path(real_root).resolve():
             touched.append(root)
         return root
 

@@ -16,7 +16,7 @@ PKG = SRC / "ferlab"
 
 #: bottom to top; a module may import modules of its own entry's *core* group or of lower layers
 LAYERS: list[tuple[str, set[str]]] = [
-    ("core", {"errors", "labels", "io", "hardware", "plots", "tables", "_version"}),
+    ("core", {"errors", "labels", "io", "hardware", "plots", "tables", "_version", "_lazy"}),
     ("data", {"data"}),
     ("faces", {"faces"}),
     ("transforms", {"transforms"}),

@@ -143,6 +143,7 @@ def test_fer2013_csv_with_bad_bytes_and_a_huge_field(tmp_path):
                                                              for m in rep.examples)  # fmt: skip
 
 
+@pytest.mark.real_data  # evaluate is given --dataset fer2013
 def test_damaged_weights_files_are_one_line(tmp_path, tiny_weights, capsys):
     from safetensors.torch import save_file
 

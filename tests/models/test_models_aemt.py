@@ -9,12 +9,12 @@ import re
 import pytest
 import timm
 import torch
+from model_pins import PINS, VARIANT_PINS
 from torch import nn
 
 from ferlab.errors import ConfigError
 from ferlab.models._registry import _MODELS, load_pretrained
 from ferlab.models.aemt import AEMT, AttentionalSelectiveFusion, ConcatFusion, RGBOnly, aemt
-from model_pins import PINS, VARIANT_PINS
 
 # table 5: (lbp, asf, mte); "x" (removed) = False
 SETTINGS = {

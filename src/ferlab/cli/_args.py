@@ -66,3 +66,20 @@ def shipped_names() -> str:
     from ..runtime.weights import PRETRAINED
 
     return ", ".join(PRETRAINED)
+
+
+def save_output(text: str, out, overwrite: bool = False, extra: dict | None = None) -> list:
+    """Write a command's table (and ``extra`` files beside it: suffix -> text) atomically; an existing file is
+    replaced only with ``--overwrite`` (checked for every file before anything is written)."""
+    from pathlib import Path
+
+    from ..errors import FerlabError
+    from ..io import write_atomic
+
+    out = Path(out)
+    files = {out: text if text.endswith("\n") else text + "\n"}
+    files.update({out.with_suffix(sfx): body for sfx, body in (extra or {}).items()})
+    for f in files:
+        if f.exists() and not overwrite:
+            raise FerlabError(f"{f} exists; pass --overwrite to replace it")
+    return [write_atomic(body, f) for f, body in files.items()]

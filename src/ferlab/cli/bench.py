@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ..errors import FerlabError
-from ._args import add_backend, add_data_dir, add_precision
+from ._args import add_backend, add_data_dir, add_overwrite, add_precision, save_output
 
 FER_HAAR = "haar:min_size=50,max_side=null"  # the settings the `fer` package uses (50 px, 1.1, 5 neighbours)
 
@@ -45,7 +44,7 @@ def _cmd_bench(args) -> int:
     table = format_rows(rows)
     print("\n" + table)
     if args.out:
-        Path(args.out).write_text(table + "\n")
+        save_output(table, args.out, args.overwrite)
     return 0
 
 
@@ -74,7 +73,7 @@ def _cmd_bench_predict(args) -> int:
     table = format_predict_rows(rows)
     print("\n" + table)
     if args.out:
-        Path(args.out).write_text(table + "\n")
+        save_output(table, args.out, args.overwrite)
     return 0
 
 
@@ -100,7 +99,7 @@ def _cmd_bench_detect(args) -> int:
     text = "\n\n".join(tables)
     print("\n" + text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        save_output(text, args.out, args.overwrite)
     return 0
 
 
@@ -125,9 +124,7 @@ def _cmd_bench_compare(args) -> int:
             f"rounds, medians):\n\n{format_compare(rows)}")  # fmt: skip
     print("\n" + text)
     if args.out:
-        from ..io import write_atomic
-
-        write_atomic((text + "\n").encode(), args.out)
+        save_output(text, args.out, args.overwrite)
     return 0
 
 
@@ -150,9 +147,7 @@ def _cmd_bench_closeups(args) -> int:
             f"{args.seed}), {args.threads[0]} thread(s):\n\n{format_closeup_rows(rows)}")  # fmt: skip
     print(text)
     if args.out:
-        from ..io import write_atomic
-
-        write_atomic(text + "\n", args.out)
+        save_output(text, args.out, args.overwrite)
     return 0
 
 
@@ -207,6 +202,7 @@ def add_bench(sub) -> None:
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--img-size", type=int, help="override the model's input side")
     s.add_argument("--out", help="also write the Markdown table here")
+    add_overwrite(s)
     s.set_defaults(func=_cmd_bench)
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import write_atomic
 from ._args import add_data_dir
 
 
@@ -147,8 +148,8 @@ def _cmd_merge(args) -> int:
     rows.append(["TOTAL", int(before.sum()), info["total"], int(after.sum())])
     print(format_table(["class", f"{args.split} (real)", "synthetic added", f"{args.split} (merged)"], rows))
     report_path = sidecar_path(out).with_name(sidecar_path(out).name.replace(".jsonl", ".report.json"))
-    report_path.write_text(
-        json.dumps({"postprocess": report.to_dict(), "added": info["added"]}, indent=2) + "\n"
+    write_atomic(
+        json.dumps({"postprocess": report.to_dict(), "added": info["added"]}, indent=2) + "\n", report_path
     )
     kind = "folder:" if out.suffix.lower() not in (".h5", ".hdf5", ".npz") else "cache:"
     print(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FerlabError
-from ._args import add_data_dir, add_overwrite, add_precision, add_threads, shipped_names
+from ._args import add_data_dir, add_overwrite, add_precision, add_threads, save_output, shipped_names
 
 
 def _cmd_list_models(args) -> int:
@@ -189,11 +189,8 @@ def _cmd_profile(args) -> int:
     if args.out:
         import json
 
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(table + "\n")
-        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-        print(f"wrote {out} and {out.with_suffix('.json')}")
+        out, js = save_output(table, args.out, args.overwrite, {".json": json.dumps(rows, indent=1)})
+        print(f"wrote {out} and {js}")
     return 0
 
 
@@ -219,6 +216,7 @@ def add_profile(sub) -> None:
         "--in-process", action="store_true", help="measure in this process (peak memory less exact)"
     )
     s.add_argument("--out", help="write the Markdown table here (and the rows as JSON beside it)")
+    add_overwrite(s)
     s.set_defaults(func=_cmd_profile)
 
 

@@ -5,7 +5,7 @@ ablation tables) and the training queue. Evaluation, metrics and model files liv
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": ".config", "load_config": ".config",
@@ -15,11 +15,4 @@ _EXPORTS = {
     "export_weights": "..runtime.files", "load_checkpoint": "..runtime.files", "load_model": "..runtime.files",
 }  # fmt: skip
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module 'ferlab.engine' has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -79,9 +79,12 @@ class FacePreprocessor:
         """The crop rule (recorded next to prepared crops, and from there in a trained model's spec)."""
         return self.cropper.rule
 
-    margin = property(lambda self: self.rule.margin)
-    align = property(lambda self: self.rule.align)
-    square = property(lambda self: self.rule.square)
+    def _set_rule(self, **change) -> None:
+        self.cropper.rule = self.rule.replace(**change)
+
+    margin = property(lambda self: self.rule.margin, lambda self, v: self._set_rule(margin=float(v)))
+    align = property(lambda self: self.rule.align, lambda self, v: self._set_rule(align=bool(v)))
+    square = property(lambda self: self.rule.square, lambda self, v: self._set_rule(square=bool(v)))
 
     def crop(self, img: np.ndarray, face: Face) -> np.ndarray:
         """The normalised crop of one known face in ``img`` (uint8 gray or RGB)."""

@@ -11,8 +11,7 @@ The CPU facts and the thread budget it relies on live one layer down, in :mod:`f
 
 from __future__ import annotations
 
-import importlib
-
+from .._lazy import lazy_exports
 from ..models.spec import ENSEMBLE_FORMAT
 from .files import register_loader
 
@@ -29,12 +28,6 @@ _EXPORTS = {
 }  # fmt: skip
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _load_ensemble_file(path, meta):
     from .ensemble import load_file
 
@@ -44,4 +37,4 @@ def _load_ensemble_file(path, meta):
 # ensembles are one of the model-file formats (runtime.files dispatches on the format)
 register_loader(ENSEMBLE_FORMAT, _load_ensemble_file)
 
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
