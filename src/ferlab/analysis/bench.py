@@ -18,6 +18,9 @@ import time
 
 import numpy as np
 
+from ..tables import markdown_table
+from .timing import median_rate
+
 #: what ``ferlab bench`` measures (``compare`` is :func:`ferlab.analysis.compare.bench_compare`)
 BENCHMARKS = ("train", "predict", "detect", "compare", "closeups")
 
@@ -136,31 +139,12 @@ def _num(v: float) -> str:
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = "| model | input | threads | precision | ch-last | train img/s | GFLOP/img (train) | GFLOP/s | matmul GFLOP/s | % of matmul | loader img/s |"
-    out = [head, "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        out.append(
-            f"| {r['model']} | {r['input']} | {r['threads']} | {r['precision']} | {r['channels_last']} | "
-            f"{_num(r['train_img_per_s'])} | {r['train_gflop_per_img']:.3f} | {r['achieved_gflops']:.1f} | "
-            f"{r['matmul_gflops']:.0f} | {r['pct_of_matmul']:.0f}% | {r['loader_img_per_s']:.0f} |"
-        )
-    return "\n".join(out)
-
-
-def _median_rate(fn, n_items: int, repeats: int, min_time: float = 0.5) -> float:
-    """Median items/s of ``fn`` (which processes ``n_items``) over ``repeats`` timed rounds."""
-    fn()  # warm-up (oneDNN primitive creation, lazy imports)
-    rates = []
-    for _ in range(repeats):
-        t, k = time.perf_counter(), 0
-        while True:
-            fn()
-            k += 1
-            dt = time.perf_counter() - t
-            if dt >= min_time:
-                break
-        rates.append(n_items * k / dt)
-    return statistics.median(rates)
+    head = ["model", "input", "threads", "precision", "ch-last", "train img/s", "GFLOP/img (train)", "GFLOP/s",
+            "matmul GFLOP/s", "% of matmul", "loader img/s"]  # fmt: skip
+    cells = [[r["model"], r["input"], r["threads"], r["precision"], r["channels_last"], _num(r["train_img_per_s"]),
+              f"{r['train_gflop_per_img']:.3f}", f"{r['achieved_gflops']:.1f}", f"{r['matmul_gflops']:.0f}",
+              f"{r['pct_of_matmul']:.0f}%", f"{r['loader_img_per_s']:.0f}"] for r in rows]  # fmt: skip
+    return markdown_table(head, cells, "llrllrrrrrr")
 
 
 def bench_photos(size: tuple[int, int]) -> np.ndarray:
@@ -204,15 +188,15 @@ def bench_predict(
     row = {
         "model": model, "net": getattr(r.model, "model_name", "?"), "backend": backend, "precision": r.precision,
         "threads": torch.get_num_threads(), "batch": len(batch),
-        "faces_per_s": _median_rate(lambda: r.predict_proba(batch), len(batch), repeats),
-        "faces_per_s_b1": _median_rate(lambda: r.predict_proba(one), 1, repeats),
+        "faces_per_s": median_rate(lambda: r.predict_proba(batch), len(batch), repeats),
+        "faces_per_s_b1": median_rate(lambda: r.predict_proba(one), 1, repeats),
         "detector": detector,
     }  # fmt: skip
     for w, h in photo_sizes:
         photo = bench_photos((w, h))
         n_faces = len(r.predict(photo))
-        row[f"photo_{w}x{h}_per_s"] = _median_rate(lambda p=photo: r.predict(p), 1, repeats)
-        row[f"detect_{w}x{h}_ms"] = 1000 / _median_rate(lambda p=photo: r.detector.detect(p), 1, repeats)
+        row[f"photo_{w}x{h}_per_s"] = median_rate(lambda p=photo: r.predict(p), 1, repeats)
+        row[f"detect_{w}x{h}_ms"] = 1000 / median_rate(lambda p=photo: r.detector.detect(p), 1, repeats)
         row[f"faces_in_{w}x{h}"] = n_faces
     return row
 
@@ -220,18 +204,13 @@ def bench_predict(
 def format_predict_rows(rows: list[dict]) -> str:
     sizes = {k[6:-6] for r in rows for k in r if k.startswith("photo_") and k.endswith("_per_s")}
     sizes = sorted(sizes, key=lambda s: tuple(int(v) for v in s.split("x")))
-    head = "| model | net | backend | precision | threads | crops/s (batch) | crops/s (one at a time) | detector |"
-    head += "".join(f" photos/s {s} (detect ms, faces) |" for s in sizes)
-    out = [head, "|---|---|---|---|---:|---:|---:|---|" + "---:|" * len(sizes)]
-    for r in rows:
-        line = (
-            f"| {r['model']} | {r['net']} | {r['backend']} | {r['precision']} | {r['threads']} | "
-            f"{r['faces_per_s']:.0f} | {r['faces_per_s_b1']:.0f} | {r['detector']} |"
-        )
-        for s in sizes:
-            line += f" {r[f'photo_{s}_per_s']:.1f} ({r[f'detect_{s}_ms']:.1f} ms, {r[f'faces_in_{s}']}) |"
-        out.append(line)
-    return "\n".join(out)
+    head = ["model", "net", "backend", "precision", "threads", "crops/s (batch)", "crops/s (one at a time)", "detector",
+            *(f"photos/s {s} (detect ms, faces)" for s in sizes)]  # fmt: skip
+    cells = [[r["model"], r["net"], r["backend"], r["precision"], r["threads"], f"{r['faces_per_s']:.0f}",
+              f"{r['faces_per_s_b1']:.0f}", r["detector"],
+              *(f"{r[f'photo_{s}_per_s']:.1f} ({r[f'detect_{s}_ms']:.1f} ms, {r[f'faces_in_{s}']})" for s in sizes)]
+             for r in rows]  # fmt: skip
+    return markdown_table(head, cells, "llllrrrl" + "r" * len(sizes))
 
 
 def detection_photos(
@@ -346,14 +325,11 @@ def bench_detect(detectors: dict, photos, threads: int | None = None, repeats: i
 
 
 def format_detect_rows(rows: list[dict], size: str = "") -> str:
-    head = f"| detector | threads | ms/photo {size} | recall | < 64 px | 64-128 px | >= 128 px | false faces/photo |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(
-            f"| {r['detector']} | {r['threads']} | {r['ms']:.1f} | {r['recall']:.3f} | {r['recall_lt64']:.3f} | "
-            f"{r['recall_64_128']:.3f} | {r['recall_ge128']:.3f} | {r['false_per_photo']:.2f} |"
-        )
-    return "\n".join(lines)
+    head = ["detector", "threads", f"ms/photo {size}", "recall", "< 64 px", "64-128 px", ">= 128 px",
+            "false faces/photo"]  # fmt: skip
+    cells = [[r["detector"], r["threads"], f"{r['ms']:.1f}", f"{r['recall']:.3f}", f"{r['recall_lt64']:.3f}",
+              f"{r['recall_64_128']:.3f}", f"{r['recall_ge128']:.3f}", f"{r['false_per_photo']:.2f}"] for r in rows]  # fmt: skip
+    return markdown_table(head, cells, "lrrrrrrr")
 
 
 def closeup_photos(
@@ -407,9 +383,8 @@ def bench_closeups(detectors: dict, photos, iou: float = 0.3) -> list[dict]:
 
 
 def format_closeup_rows(rows: list[dict]) -> str:
-    lines = ["| detector | recall | face inside the frame | face cut by the frame | photos with no face found | ms/photo |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for r in rows:
-        lines.append(f"| {r['detector']} | {r['recall']:.3f} | {r['recall_whole']:.3f} | {r['recall_cut']:.3f} | "
-                     f"{r['none_found']} of {r['photos']} | {r['ms']:.1f} |")  # fmt: skip
-    return "\n".join(lines)
+    head = ["detector", "recall", "face inside the frame", "face cut by the frame", "photos with no face found",
+            "ms/photo"]  # fmt: skip
+    cells = [[r["detector"], f"{r['recall']:.3f}", f"{r['recall_whole']:.3f}", f"{r['recall_cut']:.3f}",
+              f"{r['none_found']} of {r['photos']}", f"{r['ms']:.1f}"] for r in rows]  # fmt: skip
+    return markdown_table(head, cells, "lrrrrr")

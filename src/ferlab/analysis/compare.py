@@ -18,7 +18,6 @@ The CPU model and whether it has fast bf16 are printed with every table.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..labels import CANONICAL
 from ..tables import markdown_table
+from .timing import timed
 
 #: fer's output order (fer.FER._get_labels)
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -131,12 +131,6 @@ class System:
     info: dict = field(default_factory=dict)
 
 
-def _time(fn, arg) -> tuple[float, float]:
-    t, c = time.perf_counter(), time.process_time()
-    fn(arg)
-    return time.perf_counter() - t, time.process_time() - c
-
-
 def interleaved(systems: list[System], what: str, arg, n_items: int, rounds: int) -> dict[str, dict]:
     """Median items/s and items per CPU-second of every system's ``what`` on ``arg``, rounds interleaved."""
     fns = {s.label: getattr(s, what) for s in systems if getattr(s, what) is not None}
@@ -146,7 +140,7 @@ def interleaved(systems: list[System], what: str, arg, n_items: int, rounds: int
     cpu = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            w, c = _time(fn, arg)
+            w, c = timed(fn, arg)
             wall[k].append(w)
             cpu[k].append(c)
     out = {}

@@ -284,7 +284,9 @@ def _is_image_arg(s: str) -> bool:
     p = Path(s)
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         return True
-    return p.is_dir() and not any((p / n).is_file() for n in ("best.pt", "last.pt"))
+    from ..runtime.files import run_checkpoint
+
+    return p.is_dir() and run_checkpoint(p) is None
 
 
 def split_args(checkpoints, images) -> tuple[list[str], list[str]]:

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io import write_atomic
 from ..runtime.metrics import acc_sta
+from ..tables import markdown_table
 from .config import TrainConfig, validate
 
 #: the protocols, in the order ``ferlab protocol --help`` lists them
@@ -40,17 +42,15 @@ def _sub(cfg: TrainConfig, name: str, **changes) -> TrainConfig:
 def _write(cfg: TrainConfig, kind: str, rows: list[dict], summary: dict, columns: list[str]) -> dict:
     out = cfg.run_dir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "protocol.json").write_text(
-        json.dumps({"protocol": kind, "rows": rows, "summary": summary}, indent=1)
+    write_atomic(
+        json.dumps({"protocol": kind, "rows": rows, "summary": summary}, indent=1), out / "protocol.json"
     )
     lines = [f"# {kind}: {cfg.run_name}", ""]
     if summary.get("scaling"):
         lines += [f"Scale: {summary['scaling']}", ""]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+    lines.append(markdown_table(columns, [[_fmt(r.get(c, "")) for c in columns] for r in rows]))
     lines += ["", *(f"- {k}: {_fmt(v)}" for k, v in summary.items())]
-    (out / "protocol.md").write_text("\n".join(lines) + "\n")
+    write_atomic("\n".join(lines) + "\n", out / "protocol.md")
     return {"rows": rows, "summary": summary, "dir": str(out)}
 
 
