@@ -410,3 +410,24 @@ def test_expansion_never_leaks_test_images(fer2013):
             expand(bad, "paper002")
     with pytest.raises(ConfigError, match="paper004"):
         expand(tr, "paper999")
+
+
+def test_one_sampler_weights():
+    # class balance alone = the inverse class weights; synthetic items drawn synthetic_weight times as often
+    from ferlab.data.balance import class_weights, draw_weights
+
+    y = np.array([0, 0, 0, 1])
+    np.testing.assert_allclose(draw_weights(y, 2), class_weights(y, 2)[y])
+    w = draw_weights(y, 2, True, np.array([1.0, 1.0, 0.5, 1.0]))
+    np.testing.assert_allclose(w, [0.4, 0.4, 0.2, 1.0])  # each class's draws sum to one
+    np.testing.assert_allclose(draw_weights(y, 2, False), np.ones(4))
+
+
+def test_split_real_only():
+    from ferlab.data.base import Split
+
+    sp = Split("train", np.zeros((4, 2, 2), np.uint8), np.array([0, 1, 0, 1]), ("a", "b"),
+               meta={"synthetic": np.array([False, True, False, False])})  # fmt: skip
+    assert len(sp.real_only()) == 3
+    plain = Split("val", np.zeros((2, 2, 2), np.uint8), np.array([0, 1]), ("a", "b"))
+    assert plain.real_only() is plain

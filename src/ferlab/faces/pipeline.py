@@ -65,14 +65,21 @@ class FacePreprocessor:
     ) -> None:
         if equalize not in EQUALIZERS:
             raise ConfigError(f"equalize {equalize!r} is not valid; valid: None, 'hist', 'clahe'")
-        det = detector if isinstance(detector, FaceDetector) else None
-        name = det.name if det is not None else str(detector)
-        rule = CropRule(name, float(margin), bool(align), bool(square))
-        self.cropper = FaceCropper(rule, det or create_detector(detector, **(detector_options or {})))
-        self.detector = self.cropper.detector
+        det = detector if hasattr(detector, "detect") else create_detector(detector, **(detector_options or {}))
+        rule = CropRule(getattr(det, "name", type(det).__name__), float(margin), bool(align), bool(square))
+        self.cropper = FaceCropper(rule, det)
         self.size = size
         self.grayscale = bool(grayscale)
         self.equalize = equalize
+
+    @property
+    def detector(self):
+        """The face detector; setting another one records its name in :attr:`rule`."""
+        return self.cropper.detector
+
+    @detector.setter
+    def detector(self, det) -> None:
+        self.cropper = FaceCropper(self.rule.replace(detector=getattr(det, "name", type(det).__name__)), det)
 
     @property
     def rule(self) -> CropRule:
