@@ -65,7 +65,9 @@ class FacePreprocessor:
     ) -> None:
         if equalize not in EQUALIZERS:
             raise ConfigError(f"equalize {equalize!r} is not valid; valid: None, 'hist', 'clahe'")
-        det = detector if hasattr(detector, "detect") else create_detector(detector, **(detector_options or {}))
+        det = (
+            detector if hasattr(detector, "detect") else create_detector(detector, **(detector_options or {}))
+        )
         rule = CropRule(getattr(det, "name", type(det).__name__), float(margin), bool(align), bool(square))
         self.cropper = FaceCropper(rule, det)
         self.size = size
