@@ -317,3 +317,19 @@ def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     if img.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
         out = out[..., None]
     return out
+
+
+def expand_globs(specs, what: str = "file") -> list[str]:
+    """Arguments with shell patterns (``*``, ``?``, ``[``) expanded in sorted order; a pattern that matches
+    nothing is a one-line error naming it (``what`` names the kind of argument)."""
+    import glob
+
+    from .errors import ConfigError
+
+    out = []
+    for c in specs:
+        hits = sorted(glob.glob(str(c), recursive=True)) if any(ch in str(c) for ch in "*?[") else [str(c)]
+        if not hits:
+            raise ConfigError(f"no {what} matches {str(c)!r}")
+        out += hits
+    return out

@@ -81,7 +81,18 @@ def _imports(mod: str, path: Path) -> set[str]:
     return found
 
 
-GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
+def _lazy_exports(mod: str) -> set[str]:
+    """The modules a package ``__init__`` re-exports from lazily (its ``_EXPORTS`` table, see ferlab._lazy)."""
+    import importlib
+    import importlib.util
+
+    table = getattr(importlib.import_module(mod), "_EXPORTS", None) or {}
+    return {importlib.util.resolve_name(rel, mod) for rel in table.values()} - {mod}
+
+
+GRAPH = {
+    m: _imports(m, p) | (_lazy_exports(m) if p.name == "__init__.py" else set()) for m, p in MODULES.items()
+}
 
 
 def layer_of(mod: str) -> int:
@@ -169,6 +180,11 @@ def test_the_checks_catch_what_they_forbid():
     g = {k: set(v) for k, v in GRAPH.items()}
     g["ferlab.runtime.files"].add("ferlab.runtime.ensemble")  # ensemble imports files: a cycle
     assert any({"ferlab.runtime.ensemble", "ferlab.runtime.files"} <= set(c) for c in cycles(g))
+
+
+def test_the_walker_sees_lazy_re_exports():
+    assert "ferlab.models._registry" in GRAPH["ferlab.models"]
+    assert "ferlab.runtime.ensemble" in GRAPH["ferlab"]
 
 
 def test_the_walker_sees_lazy_imports(tmp_path):

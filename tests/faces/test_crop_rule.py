@@ -71,3 +71,34 @@ def test_prepared_crops_carry_their_rule_to_the_model_and_to_inference(tmp_path)
     assert r.crop_rule == CropRule.from_dict(rule)
     assert Recognizer(model, detector="haar", margin=0.05).crop_rule == CropRule("haar", 0.05, False, True)
     assert Recognizer("fast").crop_rule == INFERENCE_RULE  # FER2013 came as crops: no rule recorded
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_caches_keep_the_crop_rule(tmp_path, suffix):
+    from ferlab.data.base import FERDataset, Split
+    from ferlab.data.cache import load_cached, save_dataset
+
+    sp = Split("train", np.zeros((2, 4, 4), np.uint8), np.array([0, 1]), ("a", "b"))
+    rule = {"detector": "haar", "margin": 0.2, "align": True, "square": True}
+    ds = FERDataset("x", ("a", "b"), {"train": sp}, info={"crop": rule})
+    assert load_cached(save_dataset(ds, tmp_path / f"x{suffix}")).info["crop"] == rule
+
+
+def test_a_damaged_crop_rule_names_the_file(tmp_path):
+    import ferlab
+    from ferlab.runtime.files import export_weights, load_model
+
+    m = ferlab.create_model("smallcnn_tiny", num_classes=2, classes=("a", "b"))
+    f = export_weights(m, tmp_path / "m.safetensors")
+    from safetensors.torch import load_file, save_file
+
+    from ferlab.models.spec import WEIGHTS_FORMAT
+
+    meta = {
+        "format": WEIGHTS_FORMAT,
+        **m.spec.to_meta(),
+        "crop": json.dumps({"detector": "haar", "margin": -1}),
+    }
+    save_file(load_file(str(f)), str(f), metadata=meta)
+    with pytest.raises(ConfigError, match=r"m\.safetensors.*margin"):
+        load_model(f)

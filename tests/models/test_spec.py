@@ -17,7 +17,13 @@ def test_spec_round_trips_through_dict_and_meta():
         "smallcnn_tiny", num_classes=3, classes=("a", "b", "c"), crop={"detector": "haar"}
     )
     s = m.spec
-    assert (s.architecture, s.classes, s.crop) == ("smallcnn_tiny", ("a", "b", "c"), {"detector": "haar"})
+    full = {
+        "detector": "haar",
+        "margin": 0.1,
+        "align": False,
+        "square": True,
+    }  # the rule's defaults filled in
+    assert (s.architecture, s.classes, s.crop) == ("smallcnn_tiny", ("a", "b", "c"), full)
     assert s.kwargs["num_classes"] == 3 and s.data_config == m.data_config
     assert ModelSpec.from_dict(s.to_dict()) == s
     meta = s.to_meta()

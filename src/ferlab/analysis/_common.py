@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..io import expand_globs
 
 
 def expand_checkpoints(specs) -> list[str]:
     """Checkpoint arguments with globs expanded (an unmatched glob is an error)."""
-    out = []
-    for c in specs:
-        hits = sorted(glob.glob(str(c))) if any(ch in str(c) for ch in "*?[") else [str(c)]
-        if not hits:
-            raise ConfigError(f"no checkpoint matches {c!r}")
-        out += hits
-    return out
+    return expand_globs(specs, "checkpoint")
 
 
 def checkpoint_label(path: str | Path) -> str:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigError, FerlabError
+from ..io import write_atomic
 
 if TYPE_CHECKING:  # annotations only; torch is imported where it runs
     import torch
@@ -274,7 +275,7 @@ def write_explanations(faces: list[Face], labels: list[str], out_dir: str | Path
         index.append(item)
     grid = plot_grid(faces, labels, out / "explain_grid.png", method)
     js = out / "explain.json"
-    js.write_text(json.dumps({"method": method, "checkpoints": labels, "faces": index}, indent=1))
+    write_atomic(json.dumps({"method": method, "checkpoints": labels, "faces": index}, indent=1), js)
     return {"grid": grid, "json": js, "overlays": out / "overlays"}
 
 

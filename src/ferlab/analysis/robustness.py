@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, unknown_name
-from ..io import write_atomic
+from ..io import atomic_path, write_atomic
 from ..tables import markdown_table
 from .corruptions import CORRUPTIONS, corrupt
 
@@ -213,7 +213,7 @@ def write_robustness(res: dict, out_dir: str | Path, title: str = "Robustness") 
              "buckets_csv": out / "robustness_buckets.csv", "json": out / "robustness.json",
              "png": out / "robustness.png"}  # fmt: skip
     write_atomic(robustness_markdown(res, title), files["md"])
-    with open(files["csv"], "w", newline="") as f:
+    with atomic_path(files["csv"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["checkpoint", "corruption", "severity", "unit", "accuracy", "macro_f1", "drop_vs_clean"])
         for label in res["checkpoints"]:
@@ -222,7 +222,7 @@ def write_robustness(res: dict, out_dir: str | Path, title: str = "Robustness") 
         for r in res["rows"]:
             w.writerow([r["checkpoint"], r["corruption"], f"{r['severity']:g}", r["unit"], f"{r['accuracy']:.6f}",
                         f"{r['macro_f1']:.6f}", f"{r['drop']:.6f}"])  # fmt: skip
-    with open(files["buckets_csv"], "w", newline="") as f:
+    with atomic_path(files["buckets_csv"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["checkpoint", "corruption", "bucket", "severities", "accuracy"])
         for b in res["buckets"]:

@@ -83,3 +83,18 @@ def save_output(text: str, out, overwrite: bool = False, extra: dict | None = No
         if f.exists() and not overwrite:
             raise FerlabError(f"{f} exists; pass --overwrite to replace it")
     return [write_atomic(body, f) for f, body in files.items()]
+
+
+def detector_names() -> str:
+    """The registered face detectors, for help texts (a spec may add options after a colon)."""
+    from ..faces.detect import DETECTORS
+
+    return ", ".join(DETECTORS)
+
+
+def dataset_help(default: str | None = None) -> str:
+    """``--dataset`` help: the registered names and the path prefixes."""
+    from ..data.registry import DATASETS, PREFIXES
+
+    names = ", ".join([*DATASETS, *(f"{p}PATH" for p in PREFIXES)])
+    return f"dataset: {names}" + (f" (default {default})" if default else "")

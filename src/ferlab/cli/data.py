@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FerlabError
-from ._args import add_data_dir, add_overwrite
+from ._args import add_data_dir, add_overwrite, dataset_help, detector_names
 
 
 def _cmd_datasets(args) -> int:
@@ -21,13 +21,10 @@ def _cmd_datasets(args) -> int:
     if not found:
         print("no datasets found (layouts: see `ferlab datasets --help`)")
         return 0
-    names = []
     for n in found:
-        names += ["ferplus", "ferplus7"] if n == "ferplus" else [n]
-    for n in names:
         ds = load_dataset(n, root)
         extra = f", mode={ds.info['mode']}, dropped {ds.info['dropped']}" if "mode" in ds.info else ""
-        print(f"\n## {n}  ({found.get(n.rstrip('7'), '')}{extra})\n")
+        print(f"\n## {n}  ({found[n]}{extra})\n")
         print(format_table(*count_table(ds)))
         skipped = ds.info.get("skipped")
         if skipped is not None and skipped.total:
@@ -90,7 +87,7 @@ def add_balance(sub) -> None:
     s = sub.add_parser(
         "balance", help="class counts, images needed for balance and class weights for a dataset"
     )
-    s.add_argument("--dataset", default="fer2013", help="dataset name (default fer2013)")
+    s.add_argument("--dataset", default="fer2013", help=dataset_help("fer2013"))
     add_data_dir(s)
     s.add_argument("--splits", nargs="*", help="splits to report (default: all but *_dedup)")
     s.add_argument(
@@ -145,7 +142,7 @@ def _dataset_sources(name: str, data_dir) -> list[Path]:
 def add_export_data(sub) -> None:
     """Add ``ferlab export-data``."""
     s = sub.add_parser("export-data", help="write a dataset to HDF5 (.h5) or .npz for fast loading")
-    s.add_argument("--dataset", required=True, help="dataset name, folder:PATH or cache:PATH")
+    s.add_argument("--dataset", required=True, help=dataset_help())
     s.add_argument("--out", required=True, help="output file (.h5, .hdf5 or .npz)")
     s.add_argument("--splits", nargs="*", help="splits to write (default all)")
     s.add_argument("--size", type=int, help="resize path-based images to SIZE x SIZE grayscale")
@@ -187,7 +184,7 @@ def add_prepare(sub) -> None:
     )
     s.add_argument("src", help="folder of raw photos (optionally SRC/<class>/...)")
     s.add_argument("out", help="output folder, or .h5 file with --format hdf5")
-    s.add_argument("--detector", default="haar", help="haar (default), mtcnn or mediapipe")
+    s.add_argument("--detector", default="haar", help=f"face detector: {detector_names()} (default haar)")
     s.add_argument("--size", type=int, default=48, help="output side in pixels (default 48)")
     s.add_argument(
         "--margin", type=float, default=0.2, help="margin around the face box, fraction of its side"

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FerlabError
+from ..io import expand_globs
+from ..tables import markdown_table
 from ._args import add_data_dir, add_precision, add_threads, add_tta
 
 
 def _cmd_evaluate(args) -> int:
     """Evaluate checkpoints on a dataset split: accuracy, F1, per-class table, confusion matrix, ECE."""
-    import glob
 
     from ..data import load_dataset
     from ..hardware import configure_threads
@@ -18,12 +19,7 @@ def _cmd_evaluate(args) -> int:
     from ..runtime.evaluate import evaluate_model, write_report
 
     configure_threads(args.threads)
-    paths = []
-    for c in args.checkpoint:
-        hits = sorted(glob.glob(c)) if any(ch in c for ch in "*?[") else [c]
-        if not hits:
-            raise FerlabError(f"no checkpoint matches {c!r}")
-        paths += hits
+    paths = expand_globs(args.checkpoint, "checkpoint")
     ds = load_dataset(args.dataset, args.data_dir)
     from ..data.synthetic import mark_synthetic
 
@@ -67,11 +63,12 @@ def _cmd_evaluate(args) -> int:
             f"{p}: accuracy {100 * m['accuracy']:.2f}%, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} -> {files['md']}"
         )
     if len(rows) > 1:
-        print("\n| checkpoint | accuracy | macro F1 | weighted F1 | ECE |\n|---|---:|---:|---:|---:|")
-        for p, m in rows:
-            print(
-                f"| {p} | {100 * m['accuracy']:.2f} | {m['macro_f1']:.4f} | {m['weighted_f1']:.4f} | {m['ece']:.4f} |"
-            )
+        cells = [[p, f"{100 * m['accuracy']:.2f}", f"{m['macro_f1']:.4f}", f"{m['weighted_f1']:.4f}", f"{m['ece']:.4f}"]
+                 for p, m in rows]  # fmt: skip
+        print(
+            "\n"
+            + markdown_table(["checkpoint", "accuracy", "macro F1", "weighted F1", "ECE"], cells, "lrrrr")
+        )
     return 0
 
 
@@ -100,16 +97,10 @@ def add_evaluate(sub) -> None:
 
 def _cmd_ensemble(args) -> int:
     """Combine checkpoints into an ensemble, compare it with its members on a split, optionally save it."""
-    import glob
 
     from ..infer.ensemble import run_ensemble, save_ensemble, snapshot_members, write_ensemble_report
 
-    members = []
-    for c in args.members or []:
-        hits = sorted(glob.glob(c)) if any(ch in c for ch in "*?[") else [c]
-        if not hits:
-            raise FerlabError(f"no checkpoint matches {c!r}")
-        members += hits
+    members = expand_globs(args.members or [], "checkpoint")
     for run in args.snapshots or []:
         members += [str(p) for p in snapshot_members(run)]
     if not members:

@@ -1,4 +1,4 @@
-"""``ferlab generate plan | prompts | images | merge``: the paper-004 balancing pipeline.
+"""``ferlab generate plan | prompts | images | merge``: the Berindeie 2024 (FER ensembles) balancing pipeline.
 
 Thin wrappers around the library functions of :mod:`ferlab.generate`; :func:`add_generate` adds the
 subcommand with its four actions to ``ferlab``'s parser.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import write_atomic
-from ._args import add_data_dir
+from ._args import add_data_dir, dataset_help
 
 
 def _counts(items) -> dict[str, int]:
@@ -80,7 +80,7 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_prompts(args) -> int:
-    """Write paper 004's dynamic prompts with their seeds as JSON lines."""
+    """Write Berindeie 2024 (FER ensembles)'s dynamic prompts with their seeds as JSON lines."""
     from ..generate.prompts import write_jobs
 
     jobs = _jobs(args)
@@ -182,8 +182,8 @@ def add_generate(sub) -> None:
 
     p = sub.add_parser(
         "generate",
-        help="balance a dataset with Stable Diffusion faces (paper 004): plan, prompts, images, merge",
-        description="1) plan: images each class needs (training split only). 2) prompts: paper 004's dynamic "
+        help="balance a dataset with Stable Diffusion faces (Berindeie 2024 (FER ensembles)): plan, prompts, images, merge",
+        description="1) plan: images each class needs (training split only). 2) prompts: Berindeie 2024 (FER ensembles)'s dynamic "
         "prompts. 3) images: generate with a local Stable Diffusion 1.5-class model (pip install "
         "'ferlab[generate]'), resumable. 4) merge: face-detect, crop, grayscale, resize, reject no-face / several "
         "faces / blank images, and write a new dataset version whose training split holds the accepted faces.",
@@ -191,7 +191,7 @@ def add_generate(sub) -> None:
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     s = acts.add_parser("plan", help="deficit table: images per class to reach the target (train only)")
-    s.add_argument("--dataset", default="fer2013", help="dataset name, folder:PATH or cache:PATH")
+    s.add_argument("--dataset", default="fer2013", help=dataset_help("fer2013"))
     add_data_dir(s)
     s.add_argument(
         "--target", default="max", help="'max' (largest class), a count per class, or a ratio like 0.8"
@@ -218,11 +218,20 @@ def add_generate(sub) -> None:
     )
     s.add_argument("--out", required=True, help="output folder (images/, manifest.jsonl)")
     _job_args(s, with_prompts=True)
-    s.add_argument("--size", type=int, default=512, help="width and height (default 512, paper 004)")
+    s.add_argument(
+        "--size", type=int, default=512, help="width and height (default 512, Berindeie 2024 (FER ensembles))"
+    )
     s.add_argument("--width", type=int, help="override the width")
     s.add_argument("--height", type=int, help="override the height")
-    s.add_argument("--steps", type=int, default=40, help="inference steps (default 40, paper 004)")
-    s.add_argument("--guidance", type=float, default=5.5, help="guidance scale (default 5.5, paper 004)")
+    s.add_argument(
+        "--steps", type=int, default=40, help="inference steps (default 40, Berindeie 2024 (FER ensembles))"
+    )
+    s.add_argument(
+        "--guidance",
+        type=float,
+        default=5.5,
+        help="guidance scale (default 5.5, Berindeie 2024 (FER ensembles))",
+    )
     s.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default 4)")
     s.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, cuda:N, mps or cpu")
     s.add_argument("--dtype", default="auto", choices=list(DTYPES))
@@ -234,7 +243,7 @@ def add_generate(sub) -> None:
         "merge", help="post-process generated images and add them to a new training-set version"
     )
     s.add_argument("--generated", required=True, help="folder written by `ferlab generate images`")
-    s.add_argument("--dataset", default="fer2013", help="dataset to extend (default fer2013)")
+    s.add_argument("--dataset", default="fer2013", help=dataset_help("fer2013") + "; the one to extend")
     add_data_dir(s)
     s.add_argument("--out", required=True, help="new version: .h5/.hdf5/.npz file, or a folder of PNGs")
     s.add_argument("--split", default="train", help="training split to extend (default train)")
@@ -242,7 +251,11 @@ def add_generate(sub) -> None:
         "--target", default="max", help="add at most the deficit to this target per class (default max)"
     )
     s.add_argument("--no-cap", action="store_true", help="add every accepted image")
-    s.add_argument("--detector", default="haar", help="face detector (default haar, as in paper 004)")
+    s.add_argument(
+        "--detector",
+        default="haar",
+        help="face detector (default haar, as in Berindeie 2024 (FER ensembles))",
+    )
     s.add_argument("--min-face", type=int, default=40, help="smallest face side in generated pixels (40)")
     s.add_argument("--faces", metavar="DIR", help="also write accepted crops and per-image decisions here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -37,7 +37,7 @@ def gclenet_forms(flops: bool = True) -> str:
     fused_f = count_flops(m, (3, 224, 224)) / 1e9 if flops else None
     f = (lambda v: f", {v:.3f} GFLOPs") if flops else (lambda v: "")
     return (f"gclenet forms: training {train_p:,} params{f(train_f)}; fused for testing (GCLENet.fuse(), each "
-            f"asymmetric conv block folded into one 3x3 conv) {fused_p:,} params{f(fused_f)}. Paper 003 reports "
+            f"asymmetric conv block folded into one 3x3 conv) {fused_p:,} params{f(fused_f)}. Chen et al. 2024 (GCLENet) reports "
             "the fused form (ResNet34 21.29 M, +LFA 21.58 M).")  # fmt: skip
 
 

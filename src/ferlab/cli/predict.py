@@ -6,7 +6,15 @@ import sys
 from pathlib import Path
 
 from ..errors import FerlabError
-from ._args import add_backend, add_overwrite, add_precision, add_threads, add_tta, shipped_names
+from ._args import (
+    add_backend,
+    add_overwrite,
+    add_precision,
+    add_threads,
+    add_tta,
+    detector_names,
+    shipped_names,
+)
 
 
 def _cmd_predict(args) -> int:
@@ -108,8 +116,8 @@ def add_predict(sub) -> None:
     s.add_argument(
         "--detector",
         default=None,
-        help="face detector: blazeface, haar-fast, haar, mtcnn or mediapipe, options after a colon (default: the "
-        "detector the model's training crops were made with, else blazeface)",
+        help=f"face detector: {detector_names()}, options after a colon (default: the detector the model's "
+        "training crops were made with, else blazeface)",
     )
     s.add_argument("--no-detect", action="store_true", help="inputs are face crops: classify each as a whole")
     s.add_argument("--output", metavar="FILE.jsonl", help="write the JSON lines here instead of stdout")
@@ -178,8 +186,7 @@ def add_serve(sub) -> None:
     s.add_argument(
         "--detector",
         default=None,
-        help="face detector: blazeface, haar-fast, haar, mtcnn, mediapipe (default: the model's crop rule, "
-        "else blazeface)",
+        help=f"face detector: {detector_names()} (default: the model's crop rule, else blazeface)",
     )
     add_backend(s, help="inference backend")
     add_threads(s)

@@ -72,6 +72,8 @@ def save_dataset(ds: FERDataset, path: str | Path, splits=None, size: int | None
                         g.create_dataset(f"meta/{k}", data=_meta_array(v))
         elif path.suffix == ".npz":
             arrays = {"__classes__": np.array(ds.classes), "__name__": np.array(ds.name)}
+            if ds.info.get("crop"):  # the face-crop rule of the images, as JSON text
+                arrays["__crop__"] = np.array(json.dumps(ds.info["crop"]))
             for n in names:
                 sp = _in_memory(ds.split(n), size, report)
                 arrays[f"{n}__images"] = sp.images
@@ -122,6 +124,8 @@ def load_cached(path: str | Path, splits=None) -> FERDataset:
         with np.load(path, allow_pickle=False) as z:
             classes = tuple(str(c) for c in z["__classes__"])
             name = str(z["__name__"])
+            if "__crop__" in z.files:
+                info["crop"] = json.loads(str(z["__crop__"]))
             found = sorted({k.split("__")[0] for k in z.files if not k.startswith("__")})
             for n in splits or found:
                 if f"{n}__images" not in z.files:

@@ -103,7 +103,9 @@ def read_split_folders(
     return FERDataset(name, tuple(classes), splits, source=str(root), info=crop_info(root))
 
 
-CROP_RULE_FILE = "ferlab_crop.json"  # written by ferlab prepare (ferlab.faces.crop), read here as plain data
+#: the file beside prepared crops that records their face-crop rule as JSON (written by ``ferlab prepare``
+#: through :mod:`ferlab.faces.crop`, read here as plain data; the HDF5 attribute ``crop`` holds the same)
+CROP_RULE_FILE = "ferlab_crop.json"
 
 
 def crop_info(root: Path) -> dict:

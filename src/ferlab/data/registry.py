@@ -196,8 +196,8 @@ def find_datasets(data_dir: str | Path | None = None) -> dict[str, Path]:
     """The datasets present under the data root, by name -> path."""
     root = resolve_root(data_dir)
     out = {}
-    for n in ("fer2013", "ferplus", "rafdb", "affectnet", "ckplus"):
-        p = locate(n, root)
+    for name, entry in REGISTRY.items():
+        p = entry.locate(root)
         if p is not None:
-            out[n] = p
+            out[name] = p
     return out

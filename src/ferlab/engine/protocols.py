@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..io import write_atomic
+from ..io import atomic_path, write_atomic
 from ..runtime.metrics import acc_sta
 from ..tables import markdown_table
 from .config import TrainConfig, validate
@@ -76,12 +76,10 @@ def run_kfold(cfg: TrainConfig, k: int = 5, group_key: str | None = None, split:
     """
     from ..data import load_dataset
     from ..data.splits import inner_split, kfold
-    from ..models import create_model
+    from ..models import resolve_data_config
 
     ds = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs)
-    dc = create_model(
-        cfg.model, num_classes=2, in_chans=cfg.in_chans, img_size=cfg.img_size, **cfg.model_kwargs
-    ).data_config
+    dc = resolve_data_config(cfg.model, cfg.in_chans, cfg.img_size)
     sp = ds.split(split or cfg.train_split)
     if not sp.in_memory:
         sp = sp.load(size=dc.input_size[1], grayscale=dc.color == "gray")
@@ -132,11 +130,10 @@ def run_repeats(
     if t is None:
         from ..data import load_dataset
         from ..data.splits import inner_split
-        from ..models import create_model
+        from ..models import resolve_data_config
 
         ds = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs)
-        dc = create_model(cfg.model, num_classes=2, in_chans=cfg.in_chans, img_size=cfg.img_size,
-                          **cfg.model_kwargs).data_config  # fmt: skip
+        dc = resolve_data_config(cfg.model, cfg.in_chans, cfg.img_size)
         sp = ds.split(cfg.train_split)
         if not sp.in_memory:
             sp = sp.load(size=dc.input_size[1], grayscale=dc.color == "gray")
@@ -210,7 +207,8 @@ def _without_head(weights: Path) -> Path:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys() if k not in head}  # noqa: SIM118
     out = weights.with_name("model_without_head.safetensors")
-    save_file(tensors, str(out), metadata=meta)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return out
 
 

@@ -46,6 +46,7 @@ class TrainingDiverged(FerlabError):
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA) for a reproducible run."""
     import random
 
     random.seed(seed)
@@ -637,6 +638,7 @@ class Trainer:
 
 
 def cfg_seed_aug(seed: int, epoch: int, rank: int) -> int:
+    """The augmentation seed of one (run seed, epoch, rank): distinct streams, reproducible on resume."""
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63 - 1)
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from ..data.imagefolder import CROP_RULE_FILE  # noqa: F401  (the file beside prepared crops)
 from ..errors import ConfigError
 from .detect import FaceDetector, create_detector
 from .geometry import Face, aligned_crop, crop_face
@@ -59,8 +60,6 @@ class CropRule:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-#: the file beside prepared crops (and the HDF5 attribute ``crop``) that records their rule, as JSON
-CROP_RULE_FILE = "ferlab_crop.json"
 #: ``ferlab prepare``'s rule: the Haar cascade (no download, any machine), a 0.2 margin, eyes levelled.
 PREPARE_RULE = CropRule("haar", 0.2, True, True)
 #: inference's rule for models whose training data came as crops: BlazeFace and a 0.1 margin (FER2013-like

@@ -3,7 +3,7 @@
 Needs the optional extra: ``pip install 'ferlab[generate]'``. The model is whatever the user gives: a
 local diffusers folder (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
 ``scheduler/``), loaded with ``local_files_only``, or a hub id, which diffusers downloads on the user's
-request. Paper 004 used Realistic Vision v6 at 512x512, 40 steps, guidance 5.5 (the defaults here).
+request. Berindeie 2024 (FER ensembles) used Realistic Vision v6 at 512x512, 40 steps, guidance 5.5 (the defaults here).
 
 Output layout of ``generate_images(jobs, out, ...)``::
 

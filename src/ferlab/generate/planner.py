@@ -1,6 +1,6 @@
 """How many synthetic images each class needs: Berindeie 2024 (FER ensembles)'s deficit table, for the training split only.
 
-Paper 004 counted FER2013 and found it needed 21,796 images for training and 5,240 "for testing" to
+Berindeie 2024 (FER ensembles) counted FER2013 and found it needed 21,796 images for training and 5,240 "for testing" to
 balance every class to the largest one. In ferlab's terms the 5,240 are the PublicTest (``val``, 2,676)
 plus PrivateTest (``test``, 2,564) deficits, each split balanced to its own largest class. ferlab shows
 those for reference but only ever generates for the training split: evaluation uses real faces only.

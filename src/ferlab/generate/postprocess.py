@@ -1,6 +1,6 @@
 """Generated images -> dataset-format face crops, with every rejection counted (Berindeie 2024 (FER ensembles), section 6.2).
 
-Paper 004's steps: load OpenCV's face detector, convert to grayscale, crop to the face, resize to 48x48.
+Berindeie 2024 (FER ensembles)'s steps: load OpenCV's face detector, convert to grayscale, crop to the face, resize to 48x48.
 ferlab adds the checks the paper describes as problems: images that are blank or near-black (what the
 safety checker returns for flagged outputs), with no face (scenery, body parts, non-close-ups) or with
 several faces are rejected, and each reason is counted.
@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import FerlabError
 from ..faces.detect import FaceDetector
 from ..faces.pipeline import FacePreprocessor
-from ..io import as_array, read_image
+from ..io import as_array, read_image, write_atomic
 from .backend import read_manifest
 
 REASONS = ("unreadable", "blank", "no face", "several faces")
@@ -170,6 +170,5 @@ def postprocess_generated(
             dest.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(dest)
         faces_out.mkdir(parents=True, exist_ok=True)
-        with open(faces_out / "decisions.jsonl", "w") as f:
-            f.writelines(json.dumps(d) + "\n" for d in report.decisions)
+        write_atomic("".join(json.dumps(d) + "\n" for d in report.decisions), faces_out / "decisions.jsonl")
     return SyntheticFaces(images, emotions, kept), report

@@ -1,4 +1,4 @@
-"""Paper 004's dynamic prompt generator: a template whose slots are drawn from pools per emotion.
+"""Berindeie 2024 (FER ensembles)'s dynamic prompt generator: a template whose slots are drawn from pools per emotion.
 
 The template, the negative prompt and the pools live in ``prompt_pools.yaml`` (package data); pass your own
 YAML to override any part of them. Each image ``i`` of an emotion gets the generation seed
@@ -27,6 +27,7 @@ import yaml
 
 from .. import labels as L
 from ..errors import ConfigError, DataError
+from ..io import atomic_path
 
 SEED_STEP = 200
 #: The three distinct emotion words of the template come from the emotion's ``words`` pool.
@@ -137,7 +138,7 @@ class PromptJob:
 
 
 class PromptGenerator:
-    """Paper 004's template filled from per-emotion pools, reproducible from ``start_seed``.
+    """Berindeie 2024 (FER ensembles)'s template filled from per-emotion pools, reproducible from ``start_seed``.
 
     Args:
         pools: a YAML file or dict overriding the shipped pools (None: the shipped ones).
@@ -217,8 +218,7 @@ class PromptGenerator:
 def write_jobs(jobs, path: str | Path) -> Path:
     """Write jobs as JSON lines (one prompt record per line)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         for j in jobs:
             f.write(json.dumps(j.to_dict()) + "\n")
     return path

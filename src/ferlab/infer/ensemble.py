@@ -97,7 +97,7 @@ def snapshot_members(
     Snapshots come from the ``snapshot_epochs`` training option (Berindeie 2024 (FER ensembles): epochs 30-80 every 10 under a
     cyclic learning rate). ``epochs`` keeps only those epoch numbers. ``best.pt`` (best validation metric) is
     added unless it is the same epoch as a listed snapshot; ``include_last`` adds ``last.pt`` likewise.
-    Paper 004 also used a "best test" checkpoint: ferlab never selects on the test split, so there is none.
+    Berindeie 2024 (FER ensembles) also used a "best test" checkpoint: ferlab never selects on the test split, so there is none.
     """
     from ..runtime.files import load_checkpoint, snapshot_paths
 

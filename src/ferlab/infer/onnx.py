@@ -252,7 +252,10 @@ class OnnxModel:
             raise ConfigError(f"{source}: ONNX file without ferlab metadata (classes, data config)")
         plain = ("format", "model_name", "ferlab_version")
         self.metadata = {k: (v if k in plain else json.loads(v)) for k, v in props.items()}
-        self.spec = ModelSpec.from_meta({"model_name": "onnx", **props})
+        try:
+            self.spec = ModelSpec.from_meta({"model_name": "onnx", **props})
+        except (KeyError, ValueError, TypeError, ConfigError) as e:
+            raise ConfigError(f"{source}: damaged ferlab metadata ({type(e).__name__}: {e})") from None
         self.classes = self.spec.classes
         self.data_config = self.spec.data_config
         self.model_name = self.spec.architecture

@@ -73,6 +73,7 @@ class FacePrediction:
         return self.probs[self.label]
 
     def to_dict(self) -> dict:
+        """JSON-ready: box rounded to 0.1 px, probabilities to 6 digits (what ``ferlab predict`` writes)."""
         return {
             "box": [round(float(v), 1) for v in self.box],
             "label": self.label,

@@ -3,14 +3,14 @@
 Papers:
 
 * VGG -- K. Simonyan, A. Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
-  ICLR 2015, arXiv:1409.1556. Paper 002 (Chen & Chen, VGG16+GCCA+PD+RA) builds on VGG16 and reports the
+  ICLR 2015, arXiv:1409.1556. Chen & Chen 2024 (VGG16+GCCA+PD+RA) builds on VGG16 and reports the
   plain VGG16 as "model 1" of its ablation; the Residual Masking Network README (the ensemble Berindeie 2024 (FER ensembles)
   reuses) lists VGG19 at 70.80 % on FER2013.
 * ResNet -- K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition", CVPR 2016,
-  arXiv:1512.03385. Paper 003 (GCLENet) uses ResNet34 as its baseline (21.29 M parameters, 7 classes);
+  arXiv:1512.03385. Chen et al. 2024 (GCLENet) uses ResNet34 as its baseline (21.29 M parameters, 7 classes);
   Berindeie 2024 (FER ensembles)'s ensemble has a "ResNet" member (73.14 %).
 * CBAM -- S. Woo, J. Park, J.-Y. Lee, I. S. Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018,
-  arXiv:1807.06521. Paper 004 (Berindeie, "Ensemble Models For Facial Emotion Recognition", §6.3.2) keeps
+  arXiv:1807.06521. Berindeie, "Ensemble Models For Facial Emotion Recognition" (2024), §6.3.2, keeps
   the top three models of the Residual Masking Network ensemble: RMN 74.14 %, "Cbam_Resnet" 73.34 % and
   "ResNet" 73.14 %. The RMN code (``models/__init__.py``) builds that member as pytorchcv's
   ``cbam_resnet50`` with a new 2048->7 linear layer; its README reports CBAM-ResNet50 at 73.39 %.
@@ -74,10 +74,10 @@ Deviations from the paper:
   shared channel MLP has biases as in pytorchcv and the counts match the CBAM paper to the parameter;
   ``mlp_bias=False`` gives timm's variant (2,040 / 4,012 / 16,048 fewer parameters). The spatial gate
   concatenates (mean, max) where pytorchcv has (max, mean): a weight-layout difference only.
-* **CBAM-ResNet depth.** Paper 004 does not say which depth its "Cbam_Resnet" is; the RMN ensemble it takes
+* **CBAM-ResNet depth.** Berindeie 2024 (FER ensembles) does not say which depth its "Cbam_Resnet" is; the RMN ensemble it takes
   the member from uses CBAM-ResNet50, so ``cbam_resnet50`` is registered too; ``cbam_resnet18`` and
   ``cbam_resnet34`` are the lighter variants. pytorchcv ends with a fixed 7x7 average pool (224 input
-  only); we pool globally, identical at 224. Paper 004 does not name the depth of its "ResNet" member
+  only); we pool globally, identical at 224. Berindeie 2024 (FER ensembles) does not name the depth of its "ResNet" member
   either (RMN's ensemble holds ResNet18, a VGGFace2 ResNet50 and ResNet101); ``resnet18`` / ``resnet34``
   are provided.
 * **MobileNet V1** is timm's ``mobilenetv1_100`` (ReLU6, BN eps 1e-5, symmetric padding). Keras' version
@@ -204,7 +204,7 @@ def vgg16(
     batch_norm: bool = False,
     **kwargs,
 ):
-    """VGG16 (13 conv + fc6/fc7 4096 + linear), 134.3 M params; the paper-002 backbone baseline."""
+    """VGG16 (13 conv + fc6/fc7 4096 + linear), 134.3 M params; the Chen & Chen 2024 (VGG16 + GCCA) backbone baseline."""
     return _vgg(16, num_classes, in_chans, img_size, drop_rate, batch_norm)
 
 
@@ -231,7 +231,7 @@ def resnet18(num_classes: int = 7, in_chans: int = 3, img_size: int = 224, drop_
 
 @register_model(paper="baseline: ResNet (He et al., CVPR 2016)", input_size=(3, 224, 224), test_size=64)
 def resnet34(num_classes: int = 7, in_chans: int = 3, img_size: int = 224, drop_rate: float = 0.0, **kwargs):
-    """ResNet34 (BasicBlocks [3, 4, 6, 3]), 21.29 M params; the paper-003 baseline."""
+    """ResNet34 (BasicBlocks [3, 4, 6, 3]), 21.29 M params; the Chen et al. 2024 (GCLENet) baseline."""
     return _resnet(34, num_classes, in_chans, img_size, drop_rate, cbam=False, mlp_bias=False)
 
 
@@ -270,7 +270,7 @@ def cbam_resnet50(
     mlp_bias: bool = True,
     **kwargs,
 ):
-    """ResNet50 with a CBAM module in every Bottleneck, 26.05 M params; the RMN / paper-004 ensemble member."""
+    """ResNet50 with a CBAM module in every Bottleneck, 26.05 M params; the RMN / Berindeie 2024 (FER ensembles) ensemble member."""
     return _resnet(50, num_classes, in_chans, img_size, drop_rate, cbam=True, mlp_bias=mlp_bias)
 
 

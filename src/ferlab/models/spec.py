@@ -40,6 +40,9 @@ class ModelSpec:
     classes: tuple[str, ...] = ()
     crop: Mapping | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop", _checked_crop(self.crop))  # the whole rule, checked, as a plain dict
+
     def replace(self, **changes) -> ModelSpec:
         """A copy with ``changes`` (``classes`` given as any sequence)."""
         if "classes" in changes:
@@ -64,7 +67,7 @@ class ModelSpec:
             kwargs=dict(d.get("model_kwargs") or {}),
             data_config=DataConfig.from_dict(dc) if dc else None,
             classes=tuple(str(c) for c in (d.get("classes") or ())),
-            crop=dict(d["crop"]) if d.get("crop") else None,
+            crop=d.get("crop") or None,
         )
 
     # -- JSON strings (safetensors and ONNX metadata) ----------------------------------------------------
@@ -73,10 +76,25 @@ class ModelSpec:
 
     @classmethod
     def from_meta(cls, meta: Mapping) -> ModelSpec:
-        d = {
-            k: (meta[k] if k == "model_name" else json.loads(meta[k])) for k in (*_KEYS, "crop") if k in meta
-        }
+        """From :meth:`to_meta`'s strings; every key but ``crop`` is required (KeyError otherwise, which the
+        file readers turn into a one-line error naming the file)."""
+        d = {k: (meta[k] if k == "model_name" else json.loads(meta[k])) for k in _KEYS}
+        if "crop" in meta:
+            d["crop"] = json.loads(meta["crop"])
         return cls.from_dict(d)
+
+
+def _checked_crop(crop):
+    """A recorded crop rule as a plain dict with every field, checked by the faces layer's reader."""
+    if not crop:
+        return None
+    from ..errors import ConfigError
+    from ..faces.crop import CropRule
+
+    try:
+        return CropRule.from_dict(dict(crop)).to_dict()
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"bad crop rule {dict(crop)!r}: {e}") from None
 
 
 def attach_spec(model, spec: ModelSpec):
@@ -102,4 +120,6 @@ def spec_of(model, classes=None) -> ModelSpec:
             model.data_config,
             tuple(getattr(model, "classes", None) or ()),
         )
+    if classes is None and not spec.classes and getattr(model, "classes", None):
+        classes = model.classes  # set by hand on a model built without class names
     return spec.replace(classes=classes) if classes is not None else spec

@@ -276,7 +276,10 @@ def load_ensemble(path: str | Path) -> Ensemble:
     classes = tuple(json.loads(meta["classes"]))
     models, names = [], []
     for i, d in enumerate(json.loads(meta["members"])):
-        model = build_model(ModelSpec.from_dict(d).replace(classes=classes))
+        try:
+            model = build_model(ModelSpec.from_dict(d).replace(classes=classes))
+        except (KeyError, ValueError, TypeError, ConfigError) as err:
+            raise ConfigError(f"{path}: damaged ensemble member {i} ({type(err).__name__}: {err})") from None
         prefix = f"m{i}."
         model.load_state_dict({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
         models.append(model.eval())

@@ -157,8 +157,13 @@ def load_model(path: str | Path, use_ema: bool = True):
         info = {k: v for k, v in meta.items() if k not in ("model_kwargs", "data_config", "classes", "crop")}
     else:
         ck = load_checkpoint(path)
-        spec = ModelSpec.from_dict(ck)
-        model = build_model(spec)
+        try:
+            spec = ModelSpec.from_dict(ck)
+            model = build_model(spec)
+        except (KeyError, ValueError, TypeError, ConfigError) as e:
+            raise ConfigError(
+                f"{path}: damaged ferlab checkpoint ({type(e).__name__}: {_first_sentence(e)})"
+            ) from None
         sd = ck["ema"] if use_ema and ck.get("ema") else ck["model"]
         try:
             model.load_state_dict(sd)

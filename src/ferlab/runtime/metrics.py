@@ -48,6 +48,6 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes) -> dict:
 
 
 def acc_sta(accuracies) -> tuple[float, float]:
-    """Paper 002 eq. 8-9: Acc = mean of N run accuracies, Sta = their population standard deviation."""
+    """Chen & Chen 2024 (VGG16 + GCCA) eq. 8-9: Acc = mean of N run accuracies, Sta = their population standard deviation."""
     a = np.asarray(accuracies, dtype=np.float64)
     return float(a.mean()), float(np.sqrt(((a - a.mean()) ** 2).mean()))

@@ -9,7 +9,7 @@
 
 Every added item records ``meta['origin']`` (its index in the source split) and ``meta['augmented']``.
 Expanding anything but a training split raises: augmenting before the split is the leak that inflated
-one paper-004 model's FER2013 score (ResEmoteNet issues #42/#47), so ferlab makes it impossible here.
+one Berindeie 2024 (FER ensembles) model's FER2013 score (ResEmoteNet issues #42/#47), so ferlab makes it impossible here.
 """
 
 from __future__ import annotations
