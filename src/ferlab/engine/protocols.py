@@ -60,10 +60,10 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _fit(cfg: TrainConfig, splits=None, classes=None) -> dict:
+def _fit(cfg: TrainConfig, splits=None, classes=None, info=None) -> dict:
     from .trainer import Trainer
 
-    return Trainer(cfg, splits, classes).fit()
+    return Trainer(cfg, splits, classes, info).fit()
 
 
 def run_kfold(cfg: TrainConfig, k: int = 5, group_key: str | None = None, split: str | None = None) -> dict:
@@ -87,7 +87,7 @@ def run_kfold(cfg: TrainConfig, k: int = 5, group_key: str | None = None, split:
     for i, (tr, te) in enumerate(kfold(sp, k=k, seed=cfg.seed, group_key=group_key)):
         tr, val = inner_split(tr, cfg.val_fraction, seed=cfg.seed + i, group_key=group_key)
         tr.name = "train"
-        s = _fit(_sub(cfg, f"fold{i}"), {"train": tr, "val": val, "test:fold": te}, ds.classes)
+        s = _fit(_sub(cfg, f"fold{i}"), {"train": tr, "val": val, "test:fold": te}, ds.classes, ds.info)
         rows.append(
             {
                 "fold": i,
@@ -127,6 +127,7 @@ def run_repeats(
     seeds = list(seeds) if seeds is not None else [cfg.seed + i for i in range(n)]
     t = test_split or (cfg.test_splits[0] if cfg.test_splits else None)
     splits = classes = None
+    info = None  # the dataset's info when the splits are carved here (its crop rule)
     if t is None:
         from ..data import load_dataset
         from ..data.splits import inner_split
@@ -140,7 +141,7 @@ def run_repeats(
         rest, held = inner_split(
             sp, test_fraction, seed=cfg.seed, group_key=group_key, names=("train", "heldout")
         )
-        t, classes = "heldout", ds.classes
+        t, classes, info = "heldout", ds.classes, ds.info
     rows = []
     for s in seeds:
         if classes is not None:
@@ -149,7 +150,7 @@ def run_repeats(
             tr, val = inner_split(rest, cfg.val_fraction, seed=s, group_key=group_key)
             tr.name = "train"
             splits = {"train": tr, "val": val, "test:heldout": held}
-        summ = _fit(_sub(cfg, f"seed{s}", seed=s, test_splits=[t]), splits, classes)
+        summ = _fit(_sub(cfg, f"seed{s}", seed=s, test_splits=[t]), splits, classes, info)
         rows.append(
             {
                 "seed": s,

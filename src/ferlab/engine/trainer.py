@@ -108,13 +108,20 @@ class Trainer:
         splits: in-memory splits ``{'train', 'val', 'test:<name>'...}`` to train on instead of reading
             ``cfg.dataset`` (protocols pass folds this way); ``classes`` then names their labels.
         classes: the class names of ``splits``.
+        data_info: the dataset's ``info`` when ``splits`` come from it (its crop rule goes into the model's spec).
 
     Example:
         >>> summary = Trainer(load_config("configs/fernet_s/fer2013.yaml", ["epochs=1"])).fit()
         >>> summary["test_acc"], summary["run_dir"]
     """
 
-    def __init__(self, cfg: TrainConfig, splits: dict | None = None, classes: tuple | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        splits: dict | None = None,
+        classes: tuple | None = None,
+        data_info: dict | None = None,
+    ):
         self.cfg = cfg
         self.rank, self.world = _dist()
         self.is_main = self.rank == 0
@@ -131,7 +138,8 @@ class Trainer:
 
         # rows/files the data readers skipped (reported once the run folder exists)
         self.skipped = SkipReport()
-        self.data_info: dict = {}  # what the dataset says of itself (e.g. crop: the face-crop rule of its images)
+        # what the dataset says of itself (e.g. crop: the face-crop rule of its images); given with ``splits``
+        self.data_info: dict = {k: v for k, v in (data_info or {}).items() if k != "skipped"}
         self._eval_bar = False  # a progress bar while the test splits are evaluated (finish)
         self._splits, self._classes = splits, classes
         self.run_dir = cfg.run_dir

@@ -68,7 +68,10 @@ class FacePreprocessor:
         det = (
             detector if hasattr(detector, "detect") else create_detector(detector, **(detector_options or {}))
         )
-        rule = CropRule(getattr(det, "name", type(det).__name__), float(margin), bool(align), bool(square))
+        name = (
+            detector if isinstance(detector, str) else getattr(det, "name", type(det).__name__)
+        )  # options kept
+        rule = CropRule(name, float(margin), bool(align), bool(square))
         self.cropper = FaceCropper(rule, det)
         self.size = size
         self.grayscale = bool(grayscale)
