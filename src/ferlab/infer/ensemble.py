@@ -15,22 +15,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io import write_atomic
-from ..runtime.ensemble import (  # noqa: F401  (re-exported: ensembles are built from here)
-    ALIASES,
-    FORMAT,
-    METHODS,
-    OBJECTIVES,
-    Ensemble,
-    _acc_nll,
-    _score,
-    canonical_method,
-    combine_log_probs,
-    combine_probs,
-    fit_weights,
-    load_ensemble,
-    normalise_weights,
-    save_ensemble,
-)
+from ..runtime.combine import _acc_nll, canonical_method, combine_probs, fit_weights
+from ..runtime.ensemble import Ensemble, load_ensemble, save_ensemble  # noqa: F401  (the model, re-exported)
 from ..tables import markdown_table
 
 
