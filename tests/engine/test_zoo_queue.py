@@ -113,3 +113,38 @@ def test_overrides_may_follow_options(queue, monkeypatch):
     assert seen[0] == seen[1] == ["epochs=1", "threads=1"]
     with pytest.raises(SystemExit):
         main(["zoo", "train", "--queue", str(queue), "--bogus"])
+
+
+def test_ship_writes_small_runs_as_fp16_that_load_by_name(queue, tmp_path, monkeypatch):
+    import torch
+
+    from ferlab.analysis.zoo import ship_zoo
+    from ferlab.infer import Recognizer
+    from ferlab.runtime import weights
+    from ferlab.runtime.files import load_model
+
+    run_queue(queue, only=["tiny-a"], log=lambda s: None)
+    out = tmp_path / "zoo"
+    rows = ship_zoo(
+        queue, out, max_mb=0.1
+    )  # smallcnn_tiny: 74,159 params = 0.15 MB in fp16 -> over the limit
+    assert rows[0]["state"] == "done" and rows[0]["mb"] > 0.1 and rows[0]["shipped"] is None
+    assert [r["state"] for r in rows[1:]] == ["pending", "pending"] and not out.exists()
+    rows = ship_zoo(queue, out, max_mb=20)
+    f = out / "smallcnn_tiny.safetensors"
+    assert rows[0]["shipped"] == str(f)
+    from safetensors.torch import load_file
+
+    assert all(t.dtype == torch.float16 for t in load_file(str(f)).values() if t.is_floating_point())
+    fp32, _, _ = load_model(tmp_path / "runs" / "tiny-a" / "model.safetensors")
+    monkeypatch.setattr(weights, "ZOO_DIR", out)
+    assert weights.list_zoo() == ["zoo/smallcnn_tiny"]
+    r = Recognizer("zoo/smallcnn_tiny", precision="fp32")
+    crops = np.random.default_rng(0).integers(0, 255, (4, 48, 48), dtype=np.uint8)
+    from ferlab.runtime.predict import predict_probs
+
+    np.testing.assert_allclose(r.predict_proba(crops), predict_probs(fp32, crops), atol=2e-3)  # fp16 rounding
+    with pytest.raises(ConfigError, match="exists"):
+        ship_zoo(queue, out)
+    with pytest.raises(ConfigError, match=r"not shipped.*zoo/smallcnn_tiny"):
+        Recognizer("zoo/pattlite")

@@ -178,3 +178,42 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
     write_atomic("\n".join(text).encode(), out)
     write_atomic(json.dumps(rows, indent=1, default=str).encode(), out.with_suffix(".json"))
     return out
+
+
+def ship_zoo(queue: str | Path, out_dir: str | Path, max_mb: float = 20.0, overrides=None,
+             overwrite: bool = False) -> list[dict]:  # fmt: skip
+    """Copy the finished runs' weights whose fp16 form fits ``max_mb`` into ``out_dir`` as ``<model>.safetensors``
+    (fp16, the spec and the run's test accuracy in the metadata), so they load by name as ``zoo/<model>``.
+    Larger ones are listed, not written. An existing file is replaced only with ``overwrite``."""
+    import torch
+
+    from ..engine.queue import load_queue, run_state
+    from ..runtime.files import export_weights, load_model
+
+    rows = []
+    for e in load_queue(queue):
+        cfg = e.train_config(overrides)
+        row = {
+            "model": cfg.model,
+            "run": cfg.run_name,
+            "state": run_state(cfg)["state"],
+            "mb": None,
+            "shipped": None,
+        }
+        rows.append(row)
+        weights = cfg.run_dir / "model.safetensors"
+        if row["state"] != "done" or not weights.is_file():
+            continue
+        model, classes, _ = load_model(weights)
+        row["mb"] = sum(t.numel() * (2 if t.is_floating_point() else t.element_size())
+                        for t in model.state_dict().values()) / 1e6  # fmt: skip
+        if row["mb"] > max_mb:
+            continue
+        dest = Path(out_dir) / f"{cfg.model}.safetensors"
+        if dest.exists() and not overwrite:
+            raise ConfigError(f"{dest} exists; pass overwrite=True (--overwrite) to replace it")
+        summary = json.loads((cfg.run_dir / "summary.json").read_text())
+        extra = {"run": cfg.run_name, "recipe": e.config, "stored": "fp16",
+                 **{k: v for k, v in summary.items() if k.endswith("_acc") and isinstance(v, float)}}  # fmt: skip
+        row["shipped"] = str(export_weights(model, dest, classes, extra, dtype=torch.float16))
+    return rows

@@ -49,6 +49,7 @@ def shipped_table() -> str:
 
     from ..data.balance import format_table
     from ..infer.recognizer import list_pretrained, pretrained_int8_path, pretrained_path
+    from ..runtime.weights import list_zoo, zoo_path
 
     rows = []
     for name in list_pretrained(available_only=True):
@@ -58,6 +59,10 @@ def shipped_table() -> str:
         rows.append(
             [name, meta.get("model_name", "?"), len(classes), "yes" if pretrained_int8_path(name) else "no"]
         )
+    for name in list_zoo():  # zoo runs shipped by `ferlab zoo ship` (fp16)
+        with safe_open(str(zoo_path(name)), "pt") as f:
+            meta = f.metadata() or {}
+        rows.append([name, meta.get("model_name", "?"), len(json.loads(meta.get("classes", "[]"))), "no"])
     head = (
         "Trained weights shipped with ferlab (--model NAME, Recognizer(NAME)); architectures above have none:"
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FerlabError
-from ._args import THREADS_HELP, add_data_dir, add_threads
+from ._args import THREADS_HELP, add_data_dir, add_overwrite, add_threads
 
 ZOO_QUEUE = "queues/zoo_fer2013_cpu.yaml"
 #: what ``ferlab zoo`` does with its queue (handled by :func:`_cmd_zoo`)
-ZOO_ACTIONS = ("train", "status", "table")
+ZOO_ACTIONS = ("train", "status", "table", "ship")
 
 
 def _cmd_train(args) -> int:
@@ -84,6 +84,15 @@ def _cmd_zoo(args) -> int:
               f"{100 * r['best_val_acc']:.2f} %" if r["best_val_acc"] is not None else "-"] for r in rows],
         ))  # fmt: skip
         return 0
+    if args.action == "ship":
+        from ..analysis.zoo import ship_zoo
+        from ..data.balance import format_table
+
+        rows = ship_zoo(args.queue, args.ship_dir, args.max_mb, overrides, args.overwrite)
+        print(format_table(["model", "run", "state", "fp16 MB", "shipped as"], [
+            [r["model"], r["run"], r["state"], "-" if r["mb"] is None else f"{r['mb']:.1f}",
+             f"zoo/{r['model']}" if r["shipped"] else ("over the limit" if r["mb"] else "-")] for r in rows]))  # fmt: skip
+        return 0
     from ..analysis.zoo import zoo_table
 
     out = zoo_table(args.queue, args.out, overrides=overrides, data_dir=args.data_dir, tta=not args.no_tta)
@@ -95,7 +104,8 @@ def add_zoo(sub) -> None:
     """Add ``ferlab zoo``."""
     s = sub.add_parser(
         "zoo",
-        help="train the zoo's queue of paper recipes (resumable), show its state, or write its results table",
+        help="train the zoo's queue of paper recipes (resumable), show its state, write its results table, or ship "
+        "its small trained weights (fp16, zoo/<model>)",
     )
     s.add_argument("action", choices=list(ZOO_ACTIONS))
     s.add_argument("--queue", default=ZOO_QUEUE, help=f"queue file (default {ZOO_QUEUE})")
@@ -105,6 +115,11 @@ def add_zoo(sub) -> None:
         "--out", default="docs/zoo_fer2013.md", help="table: Markdown file (a PNG of curves beside it)"
     )
     s.add_argument("--no-tta", action="store_true", help="table: skip the flip-TTA evaluation")
+    s.add_argument("--ship-dir", default="src/ferlab/weights/zoo", help="ship: where the fp16 weights go")
+    s.add_argument(
+        "--max-mb", type=float, default=20.0, help="ship: largest fp16 file to ship (default 20 MB)"
+    )
+    add_overwrite(s, "ship: replace shipped weights")
     add_data_dir(s)
     s.add_argument("overrides", nargs="*", help="key=value applied to every run's config")
     s.set_defaults(func=_cmd_zoo)

@@ -95,8 +95,14 @@ def _first_sentence(e: BaseException, limit: int = 160) -> str:
     return first if len(first) <= limit else first[: first.rfind(" ", 0, limit)] + " ..."
 
 
-def export_weights(model: torch.nn.Module, path: str | Path, classes=None, extra: dict | None = None) -> Path:
-    """Write ``model``'s weights and its spec (classes filled in when given) as ``.safetensors``, atomically."""
+def export_weights(
+    model: torch.nn.Module, path: str | Path, classes=None, extra: dict | None = None, dtype=None
+) -> Path:
+    """Write ``model``'s weights and its spec (classes filled in when given) as ``.safetensors``, atomically.
+
+    ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors in that type (half the bytes);
+    :func:`load_model` builds the model in fp32 and the weights are cast back when they are loaded.
+    """
 
     from safetensors.torch import save_file
 
@@ -104,7 +110,8 @@ def export_weights(model: torch.nn.Module, path: str | Path, classes=None, extra
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": WEIGHTS_FORMAT, **spec_of(model, classes).to_meta(),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}  # fmt: skip
-    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().clone()
+          for k, v in model.state_dict().items()}  # fmt: skip
     with atomic_path(path) as tmp:
         save_file(sd, str(tmp), metadata=meta)
     return path

@@ -48,6 +48,27 @@ def load_default(name: str = "default"):
     return load_model(pretrained_path(name))[0]
 
 
+#: Zoo weights trained by ``ferlab zoo train`` and shipped when small (``ferlab zoo ship``: fp16, <= 20 MB):
+#: ``zoo/<model>`` names ``weights/zoo/<model>.safetensors``.
+ZOO_DIR = WEIGHTS_DIR / "zoo"
+
+
+def list_zoo() -> list[str]:
+    """The shipped zoo weights, as references (``zoo/pattlite`` ...)."""
+    return sorted(f"zoo/{p.stem}" for p in ZOO_DIR.glob("*.safetensors")) if ZOO_DIR.is_dir() else []
+
+
+def zoo_path(ref: str) -> Path:
+    """The file of a ``zoo/<model>`` reference (an error listing what is shipped when it is not)."""
+    path = ZOO_DIR / f"{str(ref)[4:]}.safetensors"
+    if not path.is_file():
+        raise ConfigError(
+            f"{ref!r} is not shipped (shipped zoo weights: {', '.join(list_zoo()) or 'none'}); the zoo's weights "
+            "over 20 MB are not committed: train it with `ferlab zoo train --only <model>` and pass its run folder"
+        )
+    return path
+
+
 def load_reference(ref):
     """A model (eval mode, ``.classes`` set) from a shipped name, a model file (run folder, ``.pt``,
     ``.safetensors`` weights or ensemble) or a model object (returned as is once checked)."""
@@ -57,6 +78,10 @@ def load_reference(ref):
         return ref
     if str(ref) in PRETRAINED:
         return load_default(str(ref))
+    if str(ref).startswith("zoo/") and not Path(ref).exists():
+        from .files import load_model
+
+        return load_model(zoo_path(str(ref)))[0]
     if not Path(ref).exists():
         from ..models import list_models
 
