@@ -22,6 +22,7 @@ import numpy as np
 from .. import labels as L
 from ..data.balance import deficit
 from ..data.base import FERDataset, Split, stack_splits
+from ..data.imagefolder import CROP_RULE_FILE
 from ..data.synthetic import SIDECAR, real_only, synthetic_mask
 from ..errors import DataError
 from ..io import write_atomic
@@ -194,6 +195,10 @@ def write_dataset(ds: FERDataset, out: str | Path, splits=None, protect=()) -> P
                 dest = out / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(sp.images[i]).save(dest)
+        if ds.info.get(
+            "crop"
+        ):  # the real images' crop rule (generated faces are cut by ferlab prepare's rule)
+            write_atomic(json.dumps(ds.info["crop"]) + "\n", out / CROP_RULE_FILE)
     side = sidecar_path(out)
     write_atomic("".join(json.dumps(r) + "\n" for r in lines), side)
     return out
