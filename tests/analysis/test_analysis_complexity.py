@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from ferlab.analysis.complexity import cpu_peak_extra, profile_model, time_runs
+from ferlab.analysis.complexity import cpu_peak_extra, profile_model
+from ferlab.analysis.timing import time_runs
 from ferlab.cli import main
 from ferlab.models.profile import count_flops
 

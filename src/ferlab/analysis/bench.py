@@ -26,18 +26,16 @@ BENCHMARKS = ("train", "predict", "detect", "compare", "closeups")
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """This machine's fp32 matmul GFLOP/s (median of ``repeats`` rounds of ten n x n products)."""
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    rates = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+
+    def ten():
         for _ in range(10):
             a @ b
-        rates.append(2 * n**3 * 10 / (time.perf_counter() - t) / 1e9)
-    return statistics.median(rates)
+
+    return median_rate(ten, 2 * n**3 * 10 / 1e9, repeats, min_time=0.0)
 
 
 def _train_step_fn(model, x, y, precision: str, opt):

@@ -45,6 +45,7 @@ import torch
 
 from ..errors import ConfigError, FerlabError
 from ..tables import markdown_table
+from .timing import time_runs
 
 
 # -- memory ---------------------------------------------------------------------------------------------
@@ -101,25 +102,6 @@ def cuda_peak_extra(fn, device) -> tuple[int, str]:
     fn()
     torch.cuda.synchronize(device)
     return max(0, torch.cuda.max_memory_allocated(device) - base), "cuda max_memory_allocated"
-
-
-# -- timing ---------------------------------------------------------------------------------------------
-def time_runs(fn, repeats: int = 10, warmup: int = 2, max_seconds: float = 20.0, sync=None) -> list[float]:
-    """Wall times (s) of ``fn()`` after ``warmup`` calls: ``repeats`` runs, stopping early once
-    ``max_seconds`` have been spent timing (at least 3 runs)."""
-    sync = sync or (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times, start = [], time.perf_counter()
-    for i in range(max(1, repeats)):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-        if i >= 2 and time.perf_counter() - start > max_seconds:
-            break
-    return times
 
 
 def cpu_name() -> str:

@@ -29,3 +29,21 @@ def median_rate(fn, n_items: int, repeats: int, min_time: float = 0.5) -> float:
                 break
         rates.append(n_items * k / dt)
     return statistics.median(rates)
+
+
+def time_runs(fn, repeats: int = 10, warmup: int = 2, max_seconds: float = 20.0, sync=None) -> list[float]:
+    """Wall times (s) of ``fn()`` after ``warmup`` calls: ``repeats`` runs, stopping early once
+    ``max_seconds`` have been spent timing (at least 3 runs)."""
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times, start = [], time.perf_counter()
+    for i in range(max(1, repeats)):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+        if i >= 2 and time.perf_counter() - start > max_seconds:
+            break
+    return times
