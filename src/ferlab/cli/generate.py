@@ -80,7 +80,7 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_prompts(args) -> int:
-    """Write Berindeie 2024 (FER ensembles)'s dynamic prompts with their seeds as JSON lines."""
+    """Write Berindeie's (2024) dynamic prompts with their seeds as JSON lines."""
     from ..generate.prompts import write_jobs
 
     jobs = _jobs(args)
@@ -182,8 +182,8 @@ def add_generate(sub) -> None:
 
     p = sub.add_parser(
         "generate",
-        help="balance a dataset with Stable Diffusion faces (Berindeie 2024 (FER ensembles)): plan, prompts, images, merge",
-        description="1) plan: images each class needs (training split only). 2) prompts: Berindeie 2024 (FER ensembles)'s dynamic "
+        help="balance a dataset with Stable Diffusion faces (Berindeie 2024): plan, prompts, images, merge",
+        description="1) plan: images each class needs (training split only). 2) prompts: Berindeie's (2024) dynamic "
         "prompts. 3) images: generate with a local Stable Diffusion 1.5-class model (pip install "
         "'ferlab[generate]'), resumable. 4) merge: face-detect, crop, grayscale, resize, reject no-face / several "
         "faces / blank images, and write a new dataset version whose training split holds the accepted faces.",
@@ -218,19 +218,15 @@ def add_generate(sub) -> None:
     )
     s.add_argument("--out", required=True, help="output folder (images/, manifest.jsonl)")
     _job_args(s, with_prompts=True)
-    s.add_argument(
-        "--size", type=int, default=512, help="width and height (default 512, Berindeie 2024 (FER ensembles))"
-    )
+    s.add_argument("--size", type=int, default=512, help="width and height (default 512, Berindeie 2024)")
     s.add_argument("--width", type=int, help="override the width")
     s.add_argument("--height", type=int, help="override the height")
-    s.add_argument(
-        "--steps", type=int, default=40, help="inference steps (default 40, Berindeie 2024 (FER ensembles))"
-    )
+    s.add_argument("--steps", type=int, default=40, help="inference steps (default 40, Berindeie 2024)")
     s.add_argument(
         "--guidance",
         type=float,
         default=5.5,
-        help="guidance scale (default 5.5, Berindeie 2024 (FER ensembles))",
+        help="guidance scale (default 5.5, Berindeie 2024)",
     )
     s.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default 4)")
     s.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, cuda:N, mps or cpu")
@@ -254,7 +250,7 @@ def add_generate(sub) -> None:
     s.add_argument(
         "--detector",
         default="haar",
-        help="face detector (default haar, as in Berindeie 2024 (FER ensembles))",
+        help="face detector (default haar, as in Berindeie 2024)",
     )
     s.add_argument("--min-face", type=int, default=40, help="smallest face side in generated pixels (40)")
     s.add_argument("--faces", metavar="DIR", help="also write accepted crops and per-image decisions here")

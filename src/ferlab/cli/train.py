@@ -155,8 +155,8 @@ def add_protocol(sub) -> None:
     s = sub.add_parser(
         "protocol",
         help="the papers' protocols: kfold, repeats (Acc/Sta), transfer (pre-train + fine-tune), ablation",
-        description="kfold: stratified k-fold CV, mean +- std (Wang 2024 (AEMT)). repeats: N seeds, Acc = mean, Sta = "
-        "population std (Chen & Chen 2024 (VGG16 + GCCA)). transfer: --config pre-trains, --finetune-config fine-tunes from its weights "
+        description="kfold: stratified k-fold CV, mean +- std (Wang 2024). repeats: N seeds, Acc = mean, Sta = "
+        "population std (Chen & Chen 2024). transfer: --config pre-trains, --finetune-config fine-tunes from its weights "
         "(Wang 2024, Chen et al. 2024). ablation: one run per on/off combination of --switches (tables of Wang 2024, Chen & Chen 2024, Chen et al. 2024).",
     )
     s.add_argument("kind", choices=list(KINDS))

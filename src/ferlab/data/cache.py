@@ -1,4 +1,4 @@
-"""Export any dataset to HDF5 (train/val/test groups, as in Berindeie 2024 (FER ensembles)) or npz, and load it back fast.
+"""Export any dataset to HDF5 (train/val/test groups, as in Berindeie 2024) or npz, and load it back fast.
 
 HDF5 layout::
 

@@ -66,7 +66,7 @@ class TrainConfig:
     loss: str = "ce"
     label_smoothing: float = 0.0
     class_weights: str = "none"
-    island_lambda: float = 0.005  # L = L_softmax + lambda * L_island  (Chen & Chen 2024 (VGG16 + GCCA))
+    island_lambda: float = 0.005  # L = L_softmax + lambda * L_island  (Chen & Chen 2024)
     island_lambda1: float = 7.0  # L_island = L_center + lambda1 * sum(cos + 1)
     center_lr: float = 0.5  # centres are learned with their own SGD optimiser
     attn_reg_weight: float = 0.0  # weight of a model's 'attn_reg' output (EmoNeXt)

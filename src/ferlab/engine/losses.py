@@ -5,7 +5,7 @@ Island loss (Cai et al., FG 2018; Chen & Chen 2024 (VGG16 + GCCA) eq. 5-7)::
     L = L_softmax + lambda * L_island,   L_island = L_center + lambda1 * sum_{j != k} (cos(c_j, c_k) + 1)
 
 with ``L_center = 1/2 * mean_i ||x_i - c_{y_i}||^2`` (mean over the batch, as Wen et al.'s centre loss is
-usually normalised), lambda = 0.005, lambda1 = 7 (Chen & Chen 2024 (VGG16 + GCCA)). The pairwise sum runs over ordered pairs
+usually normalised), lambda = 0.005, lambda1 = 7 (Chen & Chen 2024). The pairwise sum runs over ordered pairs
 j != k of the class centres. The centres are parameters of the loss module, learned by their own SGD
 optimiser (the Trainer builds it from ``center_lr``).
 """
@@ -58,7 +58,7 @@ class IslandLoss(CenterLoss):
 def classification_loss(
     label_smoothing: float = 0.0, weight: torch.Tensor | None = None, soft: bool = False
 ) -> nn.Module:
-    """CE with optional label smoothing and class weights (Berindeie 2024 (FER ensembles)), or soft-target CE."""
+    """CE with optional label smoothing and class weights (Berindeie 2024), or soft-target CE."""
     if soft:
         return SoftTargetCrossEntropy()
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)

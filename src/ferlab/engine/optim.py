@@ -21,9 +21,7 @@ from ..errors import ConfigError
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     name = cfg.optimizer
     kw = {}
-    if (
-        name == "ranger_adabelief"
-    ):  # Ranger = RAdam-rectified AdaBelief + Lookahead (Berindeie 2024 (FER ensembles))
+    if name == "ranger_adabelief":  # Ranger = RAdam-rectified AdaBelief + Lookahead (Berindeie 2024)
         name = "lookahead_radabelief"
     if name.endswith("sgd"):
         name = name.replace("sgd", "nesterov" if cfg.nesterov else "momentum")

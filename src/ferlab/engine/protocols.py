@@ -118,7 +118,7 @@ def run_repeats(
     cfg: TrainConfig, n: int = 10, seeds=None, test_split: str | None = None, group_key: str | None = None,
     test_fraction: float = 0.2,
 ) -> dict:  # fmt: skip
-    """N runs differing only in the seed; Acc/Sta of the test accuracy (Chen & Chen 2024 (VGG16 + GCCA)).
+    """N runs differing only in the seed; Acc/Sta of the test accuracy (Chen & Chen 2024).
 
     A dataset without a test split (CK+) gets one: ``test_fraction`` of its training split, stratified (and
     grouped by ``group_key``, e.g. ``'subject'``), carved once with the config's seed and held out from every

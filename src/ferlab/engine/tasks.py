@@ -38,7 +38,7 @@ class ClassificationTask(nn.Module):
 
 
 class EmbeddingLossTask(ClassificationTask):
-    """Softmax loss + lambda * (centre or island) loss on ``forward_outputs(x)['embedding']`` (Chen & Chen 2024 (VGG16 + GCCA))."""
+    """Softmax loss + lambda * (centre or island) loss on ``forward_outputs(x)['embedding']`` (Chen & Chen 2024)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Class balancing with generated faces (Berindeie 2024 (FER ensembles)): deficit planner, dynamic prompts, Stable Diffusion
+"""Class balancing with generated faces (Berindeie 2024): deficit planner, dynamic prompts, Stable Diffusion
 generation, face post-processing and merging into a new training-set version.
 
 ``ferlab generate plan|prompts|images|merge`` run the steps from the command line. Only the ``backend``

@@ -38,7 +38,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 @dataclass
 class GenerationSettings:
-    """What the pipeline is asked for (Berindeie 2024 (FER ensembles)'s values by default)."""
+    """What the pipeline is asked for (Berindeie's (2024) values by default)."""
 
     model: str
     width: int = 512

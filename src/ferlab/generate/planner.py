@@ -1,4 +1,4 @@
-"""How many synthetic images each class needs: Berindeie 2024 (FER ensembles)'s deficit table, for the training split only.
+"""How many synthetic images each class needs: Berindeie's (2024) deficit table, for the training split only.
 
 Berindeie 2024 (FER ensembles) counted FER2013 and found it needed 21,796 images for training and 5,240 "for testing" to
 balance every class to the largest one. In ferlab's terms the 5,240 are the PublicTest (``val``, 2,676)
@@ -135,7 +135,7 @@ class GenerationPlan:
             parts = " + ".join(f"{s.split} {int(s.needed.sum()):,}" for s in other)
             total = sum(int(s.needed.sum()) for s in other)
             paper = (
-                "; Berindeie 2024 (FER ensembles)'s 5,240 'test' images are FER2013's val + test"
+                "; Berindeie's (2024) 5,240 'test' images are FER2013's val + test"
                 if "fer2013" in self.dataset
                 else ""
             )

@@ -1,6 +1,6 @@
 """Generated images -> dataset-format face crops, with every rejection counted (Berindeie 2024 (FER ensembles), section 6.2).
 
-Berindeie 2024 (FER ensembles)'s steps: load OpenCV's face detector, convert to grayscale, crop to the face, resize to 48x48.
+Berindeie's (2024) steps: load OpenCV's face detector, convert to grayscale, crop to the face, resize to 48x48.
 ferlab adds the checks the paper describes as problems: images that are blank or near-black (what the
 safety checker returns for flagged outputs), with no face (scenery, body parts, non-close-ups) or with
 several faces are rejected, and each reason is counted.

@@ -1,4 +1,4 @@
-"""Berindeie 2024 (FER ensembles)'s dynamic prompt generator: a template whose slots are drawn from pools per emotion.
+"""Berindeie's (2024) dynamic prompt generator: a template whose slots are drawn from pools per emotion.
 
 The template, the negative prompt and the pools live in ``prompt_pools.yaml`` (package data); pass your own
 YAML to override any part of them. Each image ``i`` of an emotion gets the generation seed
@@ -138,12 +138,12 @@ class PromptJob:
 
 
 class PromptGenerator:
-    """Berindeie 2024 (FER ensembles)'s template filled from per-emotion pools, reproducible from ``start_seed``.
+    """Berindeie's (2024) template filled from per-emotion pools, reproducible from ``start_seed``.
 
     Args:
         pools: a YAML file or dict overriding the shipped pools (None: the shipped ones).
         start_seed: seed of each emotion's first image (plus the emotion's offset, see the module doc).
-        seed_step: seed increase per image (200 in Berindeie 2024 (FER ensembles)).
+        seed_step: seed increase per image (200 in Berindeie 2024).
     """
 
     def __init__(

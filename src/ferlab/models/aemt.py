@@ -1,4 +1,4 @@
-"""AEMT: Attention-Enhanced Multi-layer Transformer with Attentional Selective Fusion (Wang 2024 (AEMT)).
+"""AEMT: Attention-Enhanced Multi-layer Transformer with Attentional Selective Fusion (Wang 2024).
 
 Paper: J. Wang, "Evaluation and analysis of visual perception using attention-enhanced computation in
 multimedia affective computing", *Frontiers in Neuroscience* 18:1449527 (2024),
@@ -374,7 +374,7 @@ def aemt(
     branch_weights: str | None = None,
     **kwargs,
 ) -> AEMT:
-    """Dual ResNet-18 (RGB + LBP) -> ASF -> 6-layer 8-head Transformer encoder -> FC (Wang 2024 (AEMT)).
+    """Dual ResNet-18 (RGB + LBP) -> ASF -> 6-layer 8-head Transformer encoder -> FC (Wang 2024).
 
     Switches: ``lbp``, ``asf``, ``mte`` (table 5); ``depth``, ``num_heads`` (the encoder; the paper's 6 and
     8), ``drop_rate`` (before the FC; the paper tunes 0.3-0.5) and ``encoder_drop_rate``. ``branch_weights``:

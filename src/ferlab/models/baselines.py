@@ -8,14 +8,14 @@ Papers:
   reuses) lists VGG19 at 70.80 % on FER2013.
 * ResNet -- K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition", CVPR 2016,
   arXiv:1512.03385. Chen et al. 2024 (GCLENet) uses ResNet34 as its baseline (21.29 M parameters, 7 classes);
-  Berindeie 2024 (FER ensembles)'s ensemble has a "ResNet" member (73.14 %).
+  Berindeie's (2024) ensemble has a "ResNet" member (73.14 %).
 * CBAM -- S. Woo, J. Park, J.-Y. Lee, I. S. Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018,
   arXiv:1807.06521. Berindeie, "Ensemble Models For Facial Emotion Recognition" (2024), §6.3.2, keeps
   the top three models of the Residual Masking Network ensemble: RMN 74.14 %, "Cbam_Resnet" 73.34 % and
   "ResNet" 73.14 %. The RMN code (``models/__init__.py``) builds that member as pytorchcv's
   ``cbam_resnet50`` with a new 2048->7 linear layer; its README reports CBAM-ResNet50 at 73.39 %.
 * MobileNet V1 -- A. G. Howard et al., "MobileNets: Efficient Convolutional Neural Networks for Mobile
-  Vision Applications", arXiv:1704.04861. PAtt-Lite (surveyed in Berindeie 2024 (FER ensembles)) cuts a Keras MobileNet V1;
+  Vision Applications", arXiv:1704.04861. PAtt-Lite (surveyed by Berindeie 2024) cuts a Keras MobileNet V1;
   Berindeie 2024 (FER ensembles) also tried MobileNet V1/V2/V3 backbones.
 
 What is implemented: :class:`TimmFERNet`, one generic wrapper that turns a timm classification network

@@ -218,7 +218,7 @@ class ReverseAttention(nn.Module):
 
 
 class VGG16CARA(FERModel):
-    """VGG16 with GCCA, lateral outputs, partial decoder and reverse attention (Chen & Chen 2024 (VGG16 + GCCA)).
+    """VGG16 with GCCA, lateral outputs, partial decoder and reverse attention (Chen & Chen 2024).
 
     Args:
         num_classes: classifier width.
@@ -352,5 +352,5 @@ def vgg16_cara(
     drop_rate: float = 0.001,
     **kwargs,
 ) -> VGG16CARA:
-    """VGG16 (no last pool/FC) + GCCA + lateral fusion + partial decoder + reverse attention (Chen & Chen 2024 (VGG16 + GCCA))."""
+    """VGG16 (no last pool/FC) + GCCA + lateral fusion + partial decoder + reverse attention (Chen & Chen 2024)."""
     return VGG16CARA(num_classes, in_chans, fusion=fusion, gcca=gcca, pd=pd, ra=ra, drop_rate=drop_rate)

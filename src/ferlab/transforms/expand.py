@@ -5,7 +5,7 @@
   says only "flipping and rotation ... +-10 degrees at 5 degree intervals", so the vertical flip is our
   reading of how the count reaches 15). ``paper002_hflip`` keeps only horizontal flips (5 x 2 = 10).
 * ``paper004``: per-class multipliers (about 1.35x for every class, 2.16x for disgust) of randomly
-  augmented copies (rotation, contrast, jitter, random-size crop) as in Berindeie 2024 (FER ensembles)'s improved FER2013.
+  augmented copies (rotation, contrast, jitter, random-size crop) as in Berindeie's (2024) improved FER2013.
 
 Every added item records ``meta['origin']`` (its index in the source split) and ``meta['augmented']``.
 Expanding anything but a training split raises: augmenting before the split is the leak that inflated
@@ -80,7 +80,7 @@ def expand_paper002(split: Split, flips=("none", "h", "v"), angles=(-10, -5, 0, 
 def expand_per_class(
     split: Split, multipliers: dict | None = None, augment: AugmentConfig | None = None, seed: int = 0
 ) -> Split:
-    """Add randomly augmented copies so class c has about ``multipliers[c] x`` its images (Berindeie 2024 (FER ensembles))."""
+    """Add randomly augmented copies so class c has about ``multipliers[c] x`` its images (Berindeie 2024)."""
     _check_training(split)
     if not split.in_memory:
         raise DataError(f"split {split.name!r} holds paths; load() it before expanding")
