@@ -255,6 +255,20 @@ def ablation_settings(cfg: TrainConfig, table: str | None = None, switches=None)
     return settings, dict.fromkeys(settings)
 
 
+def _best_val_acc(summary: dict) -> float | None:
+    """The best validation accuracy of a run, whatever it monitored (its ``metrics.csv``)."""
+    if summary.get("best_val_acc") is not None:
+        return summary["best_val_acc"]
+    f = Path(summary.get("run_dir", "")) / "metrics.csv"
+    if not f.is_file():
+        return None
+    import csv
+
+    with open(f, newline="") as fh:
+        accs = [float(r["val_acc"]) for r in csv.DictReader(fh) if r.get("val_acc")]
+    return max(accs) if accs else None
+
+
 def _shown(v) -> str:
     return "✓" if v is True else "✗" if v is False else str(v)
 
@@ -292,7 +306,7 @@ def run_ablation(
                 _sub(run_cfg, f"ablation_{safe}_seed{seed}" if repeats > 1 else f"ablation_{safe}", seed=seed)
             )
             runs.append(summ)
-            vals.append(summ.get("best_val_acc"))
+            vals.append(_best_val_acc(summ))
             if t:
                 accs.append(summ.get(f"{t}_acc"))
         acc, sta = acc_sta(accs) if accs else (None, None)  # in %, as the papers report them
