@@ -80,7 +80,13 @@ def test_named_ablation_table_with_repeats_on_a_paper_model(tmp_path, folder_dat
                  "paper": {"acc": 74.08, "sta": 0.24}},
     }  # fmt: skip
     cfg = _cfg(
-        tmp_path, folder_dataset, model="vgg16_cara", img_size=32, ablation={"table1": table}, lr=0.001
+        tmp_path,
+        folder_dataset,
+        model="vgg16_cara",
+        img_size=32,
+        ablation={"table1": table},
+        lr=0.001,
+        monitor="val_loss",
     )
     with pytest.raises(ConfigError, match="no ablation table 'table9'"):
         protocols.run_ablation(cfg, table="table9")
@@ -94,6 +100,17 @@ def test_named_ablation_table_with_repeats_on_a_paper_model(tmp_path, folder_dat
         )
     assert rows["row1"]["gcca"] == "✗" and rows["row6"]["gcca"] == "✓" and rows["row6"]["loss"] == "island"
     assert rows["row6"]["params"] > rows["row1"]["params"] and rows["row6"]["paper_Acc"] == 74.08
+    from ferlab.models import create_model
+    from ferlab.models.profile import count_params
+
+    nc = json.loads((tmp_path / "runs" / "p" / "ablation_row1_seed0" / "summary.json").read_text())[
+        "num_classes"
+    ]
+    assert rows["row1"]["params"] == count_params(  # counted with the head as trained, not a stand-in
+        create_model("vgg16_cara", num_classes=nc, img_size=32, fusion=False, gcca=False, pd=False, ra=False)
+    )
+    for r in rows.values():  # monitored val_loss: the validation accuracy comes from each run's metrics.csv
+        assert 0 <= r["val_acc"] <= 1
     runs = tmp_path / "runs" / "p"
     assert {p.name for p in runs.iterdir() if p.is_dir()} == {
         "ablation_row1_seed0",

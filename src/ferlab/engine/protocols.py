@@ -311,7 +311,8 @@ def run_ablation(
                 accs.append(summ.get(f"{t}_acc"))
         acc, sta = acc_sta(accs) if accs else (None, None)  # in %, as the papers report them
         acc, sta = (None, None) if acc is None else (100 * acc, 100 * sta)
-        params = count_params(create_model(run_cfg.model, num_classes=2, img_size=run_cfg.img_size,
+        nc = next((s["num_classes"] for s in runs if s.get("num_classes")), 2)  # as trained (older runs: 2)
+        params = count_params(create_model(run_cfg.model, num_classes=nc, img_size=run_cfg.img_size,
                                            in_chans=run_cfg.in_chans, **run_cfg.model_kwargs))  # fmt: skip
         p = paper.get(label) or {}
         rows.append({"setting": label, **{k: _shown(ov.get(k, "")) for k in keys}, "params": params,

@@ -498,7 +498,8 @@ class Trainer:
                    "stopped_early": stopped_early, "budget_reached": budget_reached,
                    "train_time_s": self.train_time, "cpu_time_s": self.cpu_time,
                    "session_time_s": time.perf_counter() - t_start,
-                   "precision": self.precision, "threads": self.threads, "run_dir": str(self.run_dir)}  # fmt: skip
+                   "precision": self.precision, "threads": self.threads, "num_classes": len(self.classes),
+                   "run_dir": str(self.run_dir)}  # fmt: skip
         if self.is_main:
             summary.update(self.finish())
             write_atomic(json.dumps(summary, indent=1), self.run_dir / "summary.json")
