@@ -106,11 +106,24 @@ def test_overrides_may_follow_options(queue, monkeypatch):
     """`ferlab zoo train --threads 1 epochs=1` and the same with the override first both reach the queue."""
     import ferlab.engine.queue as q
 
-    seen = []
-    monkeypatch.setattr(q, "run_queue", lambda path, only=None, overrides=None: seen.append(overrides) or [])
+    seen, names = [], []
+
+    def fake(path, only=None, overrides=None):
+        seen.append(overrides)
+        names.append(only)
+        return []
+
+    monkeypatch.setattr(q, "run_queue", fake)
     assert main(["zoo", "train", "--queue", str(queue), "--threads", "1", "epochs=1"]) == 0
     assert main(["zoo", "train", "epochs=1", "--queue", str(queue), "--threads", "1"]) == 0
-    assert seen[0] == seen[1] == ["epochs=1", "threads=1"]
+    assert (
+        main(
+            ["zoo", "train", "--queue", str(queue), "--only", "tiny-a", "xs-b", "epochs=1", "--threads", "1"]
+        )
+        == 0
+    )
+    assert seen[0] == seen[1] == seen[2] == ["epochs=1", "threads=1"]
+    assert names == [None, None, ["tiny-a", "xs-b"]]  # an override after --only's names is not a name
     with pytest.raises(SystemExit):
         main(["zoo", "train", "--queue", str(queue), "--bogus"])
 

@@ -68,6 +68,9 @@ def _cmd_zoo(args) -> int:
     from ..engine.queue import queue_status, run_queue
 
     overrides = list(args.overrides or [])
+    if args.only:  # `--only a b key=value`: the key=value words after the names are overrides, not names
+        overrides += [w for w in args.only if "=" in w]
+        args.only = [w for w in args.only if "=" not in w] or None
     if getattr(args, "threads", None):
         overrides.append(f"threads={args.threads}")
     if args.action == "train":
