@@ -102,6 +102,36 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
     assert "tiny-a" in capsys.readouterr().out
 
 
+def test_two_queue_processes_share_the_runs(queue, tmp_path):
+    """A run locked by a live queue process is left to it; a lock whose process is gone is taken over."""
+    import subprocess
+    import sys
+
+    from ferlab.engine.queue import RunLock, lock_holder
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "runs" / "tiny-a").mkdir(parents=True)
+        (tmp_path / "runs" / "tiny-a" / ".queue.lock").write_text(str(other.pid))
+        with RunLock(tmp_path / "runs" / "tiny-a") as lock:
+            assert lock.busy == other.pid
+        assert lock_holder(tmp_path / "runs" / "tiny-a") == other.pid
+        assert {r["name"]: r["state"] for r in queue_status(queue)}["tiny-a"] == f"training (pid {other.pid})"
+        said = []
+        res = run_queue(queue, only=["tiny-a", "xs-b"], log=said.append)
+        assert [r["status"] for r in res] == ["busy", "trained"]
+        assert any(f"pid {other.pid}" in s for s in said)
+        assert not (tmp_path / "runs" / "tiny-a" / "summary.json").exists()
+        assert not (tmp_path / "runs" / "xs-b" / ".queue.lock").exists()  # released after the run
+    finally:
+        other.kill()
+        other.wait()
+    # the other process is gone (killed): its stale lock is taken over and the run trains
+    res = run_queue(queue, only=["tiny-a"], log=lambda s: None)
+    assert [r["status"] for r in res] == ["trained"]
+    assert lock_holder(tmp_path / "runs" / "tiny-a") is None
+
+
 def test_overrides_may_follow_options(queue, monkeypatch):
     """`ferlab zoo train --threads 1 epochs=1` and the same with the override first both reach the queue."""
     import ferlab.engine.queue as q

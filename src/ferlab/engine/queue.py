@@ -10,7 +10,8 @@ zoo table, what the paper reported::
 ``run_queue`` trains the runs one after another in this process: a run whose ``summary.json`` exists is
 done and skipped, a run with a ``last.pt`` resumes where it stopped (the Trainer's own resume, its time
 budget ``max_minutes`` summed over resumes), and a run that fails is reported and the queue goes on. A lock
-file in the output folder keeps two queue processes from training the same runs. ``queue_status`` reads the
+file in each run folder keeps two queue processes from training the same run: started twice, the queue
+trains two runs at a time, each process taking the next run nobody holds. ``queue_status`` reads the
 run folders only, so it is cheap to call while the queue trains.
 """
 
@@ -90,12 +91,24 @@ def run_state(cfg: TrainConfig) -> dict:
     return {"state": "pending", "epochs": 0, "train_min": 0.0}
 
 
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid of the live queue process training this run (its lock file), or None."""
+    with contextlib.suppress(ValueError, OSError):
+        pid = int((Path(run_dir) / ".queue.lock").read_text().strip() or 0)
+        if pid and _alive(pid):
+            return pid
+    return None
+
+
 def queue_status(path: str | Path, overrides=None) -> list[dict]:
     """One row per run: name, model, state, epochs done, training minutes, best validation accuracy."""
     rows = []
     for e in load_queue(path):
         cfg = e.train_config(overrides)
         st = run_state(cfg)
+        pid = lock_holder(cfg.run_dir)
+        if pid and st["state"] != "done":
+            st["state"] = f"training (pid {pid})"
         best = None
         metrics = cfg.run_dir / "metrics.csv"
         if metrics.is_file():
@@ -109,26 +122,43 @@ def queue_status(path: str | Path, overrides=None) -> list[dict]:
     return rows
 
 
-class QueueLock:
-    """An exclusive lock file (``<output_dir>/.queue.lock`` holding the pid); a stale lock is taken over."""
+class RunLock:
+    """An exclusive lock on one run folder (``<run_dir>/.queue.lock`` holding the pid).
+
+    Created with ``O_EXCL``, so of two queue processes reaching the same run only one trains it; a lock left by
+    a process that is gone (killed, machine restarted) is taken over. ``busy`` is the live holder's pid, if any.
+    """
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / ".queue.lock"
+        self.busy: int | None = None
+        self._held = False
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file():
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(self.path.read_text().strip() or 0)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid = 0
+                with contextlib.suppress(ValueError, OSError):
+                    pid = int(self.path.read_text().strip() or 0)
                 if pid and pid != os.getpid() and _alive(pid):
-                    raise ConfigError(f"another queue (pid {pid}) is training in {self.path.parent}; "
-                                      f"wait for it or stop it (kill {pid})")  # fmt: skip
-        self.path.write_text(str(os.getpid()))
+                    self.busy = pid
+                    return self
+                with contextlib.suppress(OSError):  # stale: its process is gone
+                    self.path.unlink()
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            self._held = True
+            return self
+        self.busy = -1  # lost two races in a row: leave the run to the other process
         return self
 
     def __exit__(self, *exc):
-        with contextlib.suppress(OSError):
-            if self.path.read_text().strip() == str(os.getpid()):
+        if self._held:
+            with contextlib.suppress(OSError):
                 self.path.unlink()
 
 
@@ -160,15 +190,19 @@ def run_queue(path: str | Path, only=None, overrides=None, log=print) -> list[di
                 f"--only {', '.join(unknown)}: not in {path}; runs: {', '.join(c.run_name for c in cfgs)}"
             )
         cfgs = [c for c in cfgs if c.run_name in only or c.model in only]
-    out_dirs = {Path(c.output_dir) for c in cfgs}
-    with contextlib.ExitStack() as stack:
-        for d in sorted(out_dirs):
-            stack.enter_context(QueueLock(d))
-        for i, cfg in enumerate(cfgs):
-            st = run_state(cfg)
-            head = f"[{i + 1}/{len(cfgs)}] {cfg.run_name}"
-            if st["state"] == "done":
-                log(f"{head}: done already ({st['epochs']} epochs, {st['train_min']:.0f} min), skipped")
+    for i, cfg in enumerate(cfgs):
+        st = run_state(cfg)
+        head = f"[{i + 1}/{len(cfgs)}] {cfg.run_name}"
+        if st["state"] == "done":
+            log(f"{head}: done already ({st['epochs']} epochs, {st['train_min']:.0f} min), skipped")
+            results.append({"name": cfg.run_name, "status": "done before"})
+            continue
+        with RunLock(cfg.run_dir) as lock:
+            if lock.busy:
+                log(f"{head}: another queue process (pid {lock.busy}) is training it, skipped")
+                results.append({"name": cfg.run_name, "status": "busy"})
+                continue
+            if run_state(cfg)["state"] == "done":  # finished by another process just before the lock
                 results.append({"name": cfg.run_name, "status": "done before"})
                 continue
             budget = (f"{cfg.max_cpu_minutes:g} CPU-min" if cfg.max_cpu_minutes else
