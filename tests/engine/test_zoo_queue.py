@@ -100,6 +100,21 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
     assert "70.00 %" in text and (tmp_path / "docs" / "zoo_curves.png").stat().st_size > 10_000
     assert main(["zoo", "status", "--queue", str(queue)]) == 0
     assert "tiny-a" in capsys.readouterr().out
+    from ferlab.hardware import cpu_info
+
+    assert a["cpu"] == cpu_info().summary() and len(a["curve"]) == 3 and a["curve"][-1][0] > 0
+    # a new machine: tiny-a's run folder is gone; its finished row is kept from the JSON, marked, curve included
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "tiny-a")
+    assert main(["zoo", "table", "--queue", str(queue), "--out", str(out), "--data-dir", str(data_root)]) == 0
+    rows2 = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())}
+    assert (
+        rows2["tiny-a"]["kept"]
+        and rows2["tiny-a"]["acc"] == a["acc"]
+        and rows2["tiny-a"]["curve"] == a["curve"]
+    )
+    assert not rows2["xs-b"].get("kept") and " * |" in out.read_text() and " * |" not in text
 
 
 def test_two_queue_processes_share_the_runs(queue, tmp_path):

@@ -141,3 +141,23 @@ def test_cli_export(tiny_weights, tmp_path, capsys, data_root):
     assert err.count("\n") == 0 and "nope.safetensors" in err and "not found" in err
     assert main(["export", "--model", "no-such-model", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_cli_int8_export_checks_before_writing(tmp_path, capsys, data_root):
+    """`--quantize int8`: 7-bit weights (exact on CPUs without VNNI), checked on 512 faces before the file is written."""
+    import json
+
+    out = tmp_path / "fast.int8.onnx"
+    args = ["export", "--model", "fast", "--quantize", "int8", "--calib-faces", "64", "--out", str(out)]
+    assert main([*args, "--min-agreement", "1.01"]) == 2  # no INT8 model agrees on more than all faces
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not written" in err and not out.exists()
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "512 FER2013 test faces" in text and "top-1 agreement" in text
+    agree = float(text.split("top-1 agreement ")[1].split(" %")[0])
+    assert agree >= 95.0, text
+    m = OnnxModel.from_file(out)
+    q = m.metadata["quantization"]
+    q = json.loads(q) if isinstance(q, str) else q
+    assert m.is_int8 and q["reduce_range"] is True and q["calibration_crops"] == 64

@@ -50,6 +50,7 @@ def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
     row = {"run": cfg.run_name, "model": cfg.model, "state": st["state"], "input": None, "paper": paper,
            "epochs": st.get("epochs"), "train_min": st.get("train_min"), "threads": cfg.threads or 1,
            "budget_min": cfg.max_cpu_minutes or cfg.max_minutes, "best_val_acc": max((_num(r["val_acc"]) for r in rows), default=None)}  # fmt: skip
+    row["curve"] = _curve(rows)
     ips = [_num(r.get("img_per_s")) for r in rows]
     row["img_per_s"] = float(np.nanmedian(ips)) if ips else None
     steps = (cfg.limit_train_batches or FER2013_TRAIN // cfg.batch_size) * cfg.batch_size
@@ -57,8 +58,10 @@ def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
     if st["state"] != "done":
         return row
     s = st["summary"]
+    from ..hardware import cpu_info
+
     row.update(budget_reached=bool(s.get("budget_reached")), stopped_early=bool(s.get("stopped_early")),
-               precision=s.get("precision"))  # fmt: skip
+               precision=s.get("precision"), cpu=s.get("cpu") or cpu_info().summary())  # fmt: skip
     # CPU minutes of the process when recorded; older runs: wall minutes x threads (an upper bound)
     row["cpu_min"] = (
         s["cpu_time_s"] / 60
@@ -86,20 +89,27 @@ def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
     return row
 
 
-def plot_zoo_curves(rows: list[dict], run_dirs: dict, path: str | Path) -> Path:
-    """Validation accuracy against training minutes, one line per run."""
+def _curve(metrics: list[dict]) -> list[list[float]]:
+    """[training minutes, validation accuracy] per epoch (kept in the table's JSON, so it outlives the run)."""
+    if not metrics:
+        return []
+    minutes = [_num(x.get("train_time_total")) / 60 for x in metrics]
+    if any(np.isnan(minutes)):  # older runs: cumulative epoch times
+        minutes = list(np.cumsum([_num(x.get("epoch_time")) / 60 for x in metrics]))
+    return [[round(float(t), 3), _num(x["val_acc"])] for t, x in zip(minutes, metrics)]
+
+
+def plot_zoo_curves(rows: list[dict], path: str | Path) -> Path:
+    """Validation accuracy against training minutes, one line per run (from each row's ``curve``)."""
     from ..plots import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
     for r in rows:
-        m = _metrics(run_dirs[r["run"]])
-        if not m:
+        c = r.get("curve") or []
+        if not c:
             continue
-        minutes = [_num(x.get("train_time_total")) / 60 for x in m]
-        if any(np.isnan(minutes)):  # older runs: cumulative epoch times
-            minutes = list(np.cumsum([_num(x.get("epoch_time")) / 60 for x in m]))
-        ax.plot(minutes, [100 * _num(x["val_acc"]) for x in m], marker="o", ms=3, label=r["model"])
+        ax.plot([t for t, _ in c], [100 * a for _, a in c], marker="o", ms=3, label=r["model"])
     ax.set_xlabel("training minutes (wall, 1 thread)")
     ax.set_ylabel("PublicTest accuracy (%)")
     ax.set_title("ferlab zoo on FER2013, CPU scale: validation curves")
@@ -114,7 +124,7 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 
 def format_zoo(rows: list[dict], classes) -> str:
     head = ["model", "input", "params", "GFLOPs", "PrivateTest", "flip", "macro-F1", *classes, "train img/s", "CPU-min",
-            "epochs (FER2013 equiv.)", "stopped by", "paper", "paper dataset, input"]  # fmt: skip
+            "epochs (FER2013 equiv.)", "stopped by", "trained on", "paper", "paper dataset, input"]  # fmt: skip
     cells = []
     for r in rows:
         p = r["paper"] or {}
@@ -124,15 +134,21 @@ def format_zoo(rows: list[dict], classes) -> str:
             best = r["best_val_acc"]
             state = f"**{r['state']}**" + (f" (best val {100 * best:.2f} % so far)" if best else "")
             cells.append([r["model"], "-", "-", "-", state, "", "", *("" for _ in classes), _fmt(r["img_per_s"], ".0f"),
-                          _fmt(r["train_min"], ".0f"), f"{r['epochs'] or 0} ({r['fer_epochs']:.1f})", "", paper, pdata])  # fmt: skip
+                          _fmt(r["train_min"], ".0f"), f"{r['epochs'] or 0} ({r['fer_epochs']:.1f})", "", "", paper, pdata])  # fmt: skip
             continue
         why = "budget" if r.get("budget_reached") else "early stop" if r.get("stopped_early") else "epochs"
         rec = [_fmt(100 * r["recall"][c], ".1f") if c in r.get("recall", {}) else "-" for c in classes]
         cells.append([r["model"], r["input"], f"{r['params'] / 1e6:.2f} M", f"{r['gflops']:.3f}",
                       f"{_fmt(100 * r['acc'], '.2f')} %", f"{_fmt(100 * r.get('acc_flip', float('nan')), '.2f')} %",
                       f"{r['macro_f1']:.3f}", *rec, _fmt(r["img_per_s"], ".0f"), f"{r['cpu_min']:.0f}",
-                      f"{r['epochs']} ({r['fer_epochs']:.1f})", why, paper, pdata])  # fmt: skip
-    return markdown_table(head, cells, "llrrrrr" + "r" * len(classes) + "rrrlrl")
+                      f"{r['epochs']} ({r['fer_epochs']:.1f})", why, _trained_on(r), paper, pdata])  # fmt: skip
+    return markdown_table(head, cells, "llrrrrr" + "r" * len(classes) + "rrrllrl")
+
+
+def _trained_on(row: dict) -> str:
+    """'AMD EPYC, fp32' from the row's CPU line and precision; '*' marks a row kept from an earlier table."""
+    cpu = (row.get("cpu") or "?").split(" [")[0].replace("(R)", "").replace(" Processor", "")
+    return f"{cpu}, {row.get('precision') or '?'}" + (" *" if row.get("kept") else "")
 
 
 def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None, tta: bool = True) -> Path:
@@ -143,20 +159,32 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
 
     entries = load_queue(queue)
     cfgs = [(e.train_config(overrides), e.paper) for e in entries]
-    if not any(c.run_dir.is_dir() for c, _ in cfgs):
+    out = Path(out)
+    earlier = {}  # finished rows of an earlier table whose run folders are not on this machine: kept, marked
+    if out.with_suffix(".json").is_file():
+        try:
+            earlier = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())
+                       if isinstance(r, dict) and r.get("state") == "done" and "run" in r}  # fmt: skip
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{out.with_suffix('.json')}: not a zoo table's JSON ({e})") from None
+    if not any(c.run_dir.is_dir() or c.run_name in earlier for c, _ in cfgs):
         raise ConfigError(f"no run of {queue} has started yet (run: ferlab zoo train --queue {queue})")
     test = load_dataset("fer2013", data_dir)["test"]
-    rows = [run_row(c, p, test, tta) for c, p in cfgs]
-    out = Path(out)
-    png = plot_zoo_curves(
-        rows, {c.run_name: c.run_dir for c, _ in cfgs}, out.with_name(out.stem + "_curves.png")
-    )
+    rows = []
+    for c, p in cfgs:
+        if not c.run_dir.is_dir() and c.run_name in earlier:
+            rows.append({**earlier[c.run_name], "paper": p, "kept": True})
+        else:
+            rows.append(run_row(c, p, test, tta))
+    png = plot_zoo_curves(rows, out.with_name(out.stem + "_curves.png"))
     done = sum(r["state"] == "done" for r in rows)
     text = [
         "# The ferlab zoo on FER2013 (CPU scale)",
         "",
         f"Made by `ferlab zoo table --queue {queue}` from the run folders of `ferlab zoo train`; {done} of "
-        f"{len(rows)} runs finished. CPU: {cpu_info().summary()}.",
+        f"{len(rows)} runs finished. Made on: {cpu_info().summary()}. 'trained on': the CPU and precision of",
+        "each run (bf16 only on CPUs with fast bf16); * marks a row kept from this table's earlier version",
+        "(its JSON) because its run folder is not on this machine: measured then, not re-evaluated now.",
         "",
         "**CPU-scale results**: each model trained for about 1 CPU-hour at FER2013's own resolution (48 px, 64 px",
         "where the architecture needs it), from random weights, with its paper's recipe compressed into that",

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError, DataError, FerlabError
-from ..hardware import configure_threads, default_threads
+from ..hardware import configure_threads, cpu_info, default_threads
 from ..io import atomic_path, write_atomic
 from ..runtime.evaluate import write_report
 from ..runtime.files import FORMAT, atomic_save, export_weights, load_checkpoint
@@ -499,7 +499,7 @@ class Trainer:
                    "train_time_s": self.train_time, "cpu_time_s": self.cpu_time,
                    "session_time_s": time.perf_counter() - t_start,
                    "precision": self.precision, "threads": self.threads, "num_classes": len(self.classes),
-                   "run_dir": str(self.run_dir)}  # fmt: skip
+                   "cpu": cpu_info().summary(), "run_dir": str(self.run_dir)}  # fmt: skip
         if self.is_main:
             summary.update(self.finish())
             write_atomic(json.dumps(summary, indent=1), self.run_dir / "summary.json")
