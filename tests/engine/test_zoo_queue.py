@@ -8,6 +8,7 @@ on the real PrivateTest.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -107,6 +108,7 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
     import shutil
 
     shutil.rmtree(tmp_path / "runs" / "tiny-a")
+    (tmp_path / "runs" / "tiny-a").mkdir()  # an empty folder (a lock, a start that failed) is not a result
     assert main(["zoo", "table", "--queue", str(queue), "--out", str(out), "--data-dir", str(data_root)]) == 0
     rows2 = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())}
     assert (
@@ -118,33 +120,40 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
 
 
 def test_two_queue_processes_share_the_runs(queue, tmp_path):
-    """A run locked by a live queue process is left to it; a lock whose process is gone is taken over."""
+    """A run locked by another live process is left to it; when that process dies, the run is free again."""
     import subprocess
     import sys
 
     from ferlab.engine.queue import RunLock, lock_holder
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock_file = tmp_path / "runs" / "tiny-a" / ".queue.lock"
+    lock_file.parent.mkdir(parents=True)
+    holder = ("import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+              "f.truncate(0); f.write(str(os.getpid())); f.flush(); print('locked', flush=True); time.sleep(120)")  # fmt: skip
+    other = subprocess.Popen(
+        [sys.executable, "-c", holder, str(lock_file)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        (tmp_path / "runs" / "tiny-a").mkdir(parents=True)
-        (tmp_path / "runs" / "tiny-a" / ".queue.lock").write_text(str(other.pid))
-        with RunLock(tmp_path / "runs" / "tiny-a") as lock:
+        assert other.stdout.readline().strip() == "locked"
+        with RunLock(lock_file.parent) as lock:
             assert lock.busy == other.pid
-        assert lock_holder(tmp_path / "runs" / "tiny-a") == other.pid
+        assert lock_holder(lock_file.parent) == other.pid
         assert {r["name"]: r["state"] for r in queue_status(queue)}["tiny-a"] == f"training (pid {other.pid})"
         said = []
         res = run_queue(queue, only=["tiny-a", "xs-b"], log=said.append)
         assert [r["status"] for r in res] == ["busy", "trained"]
         assert any(f"pid {other.pid}" in s for s in said)
         assert not (tmp_path / "runs" / "tiny-a" / "summary.json").exists()
-        assert not (tmp_path / "runs" / "xs-b" / ".queue.lock").exists()  # released after the run
+        assert lock_holder(tmp_path / "runs" / "xs-b") is None  # released after its run
+        with RunLock(tmp_path / "runs" / "xs-b") as mine, RunLock(tmp_path / "runs" / "xs-b") as again:
+            assert mine.busy is None and again.busy == os.getpid()  # a second holder is refused, even here
     finally:
         other.kill()
         other.wait()
-    # the other process is gone (killed): its stale lock is taken over and the run trains
+    # the holder is gone (killed): the kernel dropped its lock, the pid left in the file means nothing
+    assert lock_file.read_text() == str(other.pid) and lock_holder(lock_file.parent) is None
     res = run_queue(queue, only=["tiny-a"], log=lambda s: None)
     assert [r["status"] for r in res] == ["trained"]
-    assert lock_holder(tmp_path / "runs" / "tiny-a") is None
 
 
 def test_overrides_may_follow_options(queue, monkeypatch):
@@ -169,6 +178,7 @@ def test_overrides_may_follow_options(queue, monkeypatch):
     )
     assert seen[0] == seen[1] == seen[2] == ["epochs=1", "threads=1"]
     assert names == [None, None, ["tiny-a", "xs-b"]]  # an override after --only's names is not a name
+    assert main(["zoo", "train", "--queue", str(queue), "--only", "epochs=1"]) == 2  # no names: refused
     with pytest.raises(SystemExit):
         main(["zoo", "train", "--queue", str(queue), "--bogus"])
 

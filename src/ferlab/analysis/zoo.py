@@ -58,10 +58,12 @@ def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
     if st["state"] != "done":
         return row
     s = st["summary"]
-    from ..hardware import cpu_info
-
-    row.update(budget_reached=bool(s.get("budget_reached")), stopped_early=bool(s.get("stopped_early")),
-               precision=s.get("precision"), cpu=s.get("cpu") or cpu_info().summary())  # fmt: skip
+    row.update(
+        budget_reached=bool(s.get("budget_reached")),
+        stopped_early=bool(s.get("stopped_early")),
+        precision=s.get("precision"),
+        cpu=s.get("cpu"),
+    )  # fmt: skip  (runs from before it was recorded: None)
     # CPU minutes of the process when recorded; older runs: wall minutes x threads (an upper bound)
     row["cpu_min"] = (
         s["cpu_time_s"] / 60
@@ -154,7 +156,7 @@ def _trained_on(row: dict) -> str:
 def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None, tta: bool = True) -> Path:
     """Write the Markdown table (``out``), its rows as JSON and the curves PNG beside it."""
     from ..data import load_dataset
-    from ..engine.queue import load_queue
+    from ..engine.queue import load_queue, run_state
     from ..hardware import cpu_info
 
     entries = load_queue(queue)
@@ -172,7 +174,7 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
     test = load_dataset("fer2013", data_dir)["test"]
     rows = []
     for c, p in cfgs:
-        if not c.run_dir.is_dir() and c.run_name in earlier:
+        if c.run_name in earlier and run_state(c)["state"] != "done":  # finished elsewhere, not (yet) here
             rows.append({**earlier[c.run_name], "paper": p, "kept": True})
         else:
             rows.append(run_row(c, p, test, tta))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import FerlabError
+from ..errors import ConfigError, FerlabError
 from ._args import THREADS_HELP, add_data_dir, add_overwrite, add_threads
 
 ZOO_QUEUE = "queues/zoo_fer2013_cpu.yaml"
@@ -70,7 +70,9 @@ def _cmd_zoo(args) -> int:
     overrides = list(args.overrides or [])
     if args.only:  # `--only a b key=value`: the key=value words after the names are overrides, not names
         overrides += [w for w in args.only if "=" in w]
-        args.only = [w for w in args.only if "=" not in w] or None
+        args.only = [w for w in args.only if "=" not in w]
+        if not args.only:
+            raise ConfigError("--only needs run or model names before any key=value override")
     if getattr(args, "threads", None):
         overrides.append(f"threads={args.threads}")
     if args.action == "train":

@@ -282,7 +282,7 @@ def run_ablation(
     block (``table``; rows may carry the paper's figures under ``paper: {acc, sta}``), or every on/off
     combination of model ``switches``. Any config key can be a setting (``loss: island``, ``lr``, dotted
     ``model_kwargs.gcca``); bare model switches go to ``model_kwargs``. Per row: mean test accuracy (Acc),
-    its population standard deviation over the repeats (Sta, Chen & Chen 2024 (VGG16 + GCCA) eq. 9), mean validation accuracy,
+    its population standard deviation over the repeats (Sta, Chen & Chen 2024 (VGG16 + GCCA) eq. 9), mean over the runs of each one's best validation accuracy (max over its epochs, whatever it monitored),
     parameters, and the paper's figures beside them. Finished runs are reused on a rerun.
     """
     from ..models import create_model

@@ -10,7 +10,7 @@ zoo table, what the paper reported::
 ``run_queue`` trains the runs one after another in this process: a run whose ``summary.json`` exists is
 done and skipped, a run with a ``last.pt`` resumes where it stopped (the Trainer's own resume, its time
 budget ``max_minutes`` summed over resumes), and a run that fails is reported and the queue goes on. A lock
-file in each run folder keeps two queue processes from training the same run: started twice, the queue
+(``flock``) in each run folder keeps two queue processes from training the same run: started twice, the queue
 trains two runs at a time, each process taking the next run nobody holds. ``queue_status`` reads the
 run folders only, so it is cheap to call while the queue trains.
 """
@@ -92,12 +92,12 @@ def run_state(cfg: TrainConfig) -> dict:
 
 
 def lock_holder(run_dir: Path) -> int | None:
-    """The pid of the live queue process training this run (its lock file), or None."""
-    with contextlib.suppress(ValueError, OSError):
-        pid = int((Path(run_dir) / ".queue.lock").read_text().strip() or 0)
-        if pid and _alive(pid):
-            return pid
-    return None
+    """The pid of the live queue process training this run (it holds the run's lock), or None."""
+    path = Path(run_dir) / ".queue.lock"
+    if not path.is_file():
+        return None
+    with RunLock(run_dir, create=False) as lock:
+        return lock.busy
 
 
 def queue_status(path: str | Path, overrides=None) -> list[dict]:
@@ -107,8 +107,8 @@ def queue_status(path: str | Path, overrides=None) -> list[dict]:
         cfg = e.train_config(overrides)
         st = run_state(cfg)
         pid = lock_holder(cfg.run_dir)
-        if pid and st["state"] != "done":
-            st["state"] = f"training (pid {pid})"
+        if pid is not None and st["state"] != "done":
+            st["state"] = f"training (pid {pid or '?'})"
         best = None
         metrics = cfg.run_dir / "metrics.csv"
         if metrics.is_file():
@@ -123,53 +123,56 @@ def queue_status(path: str | Path, overrides=None) -> list[dict]:
 
 
 class RunLock:
-    """An exclusive lock on one run folder (``<run_dir>/.queue.lock`` holding the pid).
+    """An exclusive lock on one run folder: ``flock`` on ``<run_dir>/.queue.lock``, which holds the pid.
 
-    Created with ``O_EXCL``, so of two queue processes reaching the same run only one trains it; a lock left by
-    a process that is gone (killed, machine restarted) is taken over. ``busy`` is the live holder's pid, if any.
+    The kernel holds the lock for the process and drops it when the process ends however it ends (killed,
+    machine restarted), so there is no stale lock to take over and no window in which two processes both
+    believe they hold it. ``busy`` is the holder's pid (0 if unreadable) when another process holds it, else
+    None. The file itself stays (removing a locked file would let a third process lock a new one).
+    Without ``fcntl`` (Windows) there is no cross-process lock and two queue processes must not share a folder.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, create: bool = True):
         self.path = Path(folder) / ".queue.lock"
+        self.create = create
         self.busy: int | None = None
-        self._held = False
+        self._fd: int | None = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = 0
-                with contextlib.suppress(ValueError, OSError):
-                    pid = int(self.path.read_text().strip() or 0)
-                if pid and pid != os.getpid() and _alive(pid):
-                    self.busy = pid
-                    return self
-                with contextlib.suppress(OSError):  # stale: its process is gone
-                    self.path.unlink()
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
-            self._held = True
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover (Windows)
             return self
-        self.busy = -1  # lost two races in a row: leave the run to the other process
+        if self.create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | (os.O_CREAT if self.create else 0), 0o644)
+        except FileNotFoundError:
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            with contextlib.suppress(ValueError, OSError):
+                self.busy = int(self.path.read_text().strip() or 0)
+            self.busy = self.busy or 0
+            return self
+        if not self.create:  # only asked who holds it: nobody
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            return self
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
         return self
 
     def __exit__(self, *exc):
-        if self._held:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+        if self._fd is not None:
+            import fcntl
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def run_queue(path: str | Path, only=None, overrides=None, log=print) -> list[dict]:
@@ -198,11 +201,12 @@ def run_queue(path: str | Path, only=None, overrides=None, log=print) -> list[di
             results.append({"name": cfg.run_name, "status": "done before"})
             continue
         with RunLock(cfg.run_dir) as lock:
-            if lock.busy:
-                log(f"{head}: another queue process (pid {lock.busy}) is training it, skipped")
+            if lock.busy is not None:
+                log(f"{head}: another queue process (pid {lock.busy or '?'}) is training it, skipped")
                 results.append({"name": cfg.run_name, "status": "busy"})
                 continue
-            if run_state(cfg)["state"] == "done":  # finished by another process just before the lock
+            st = run_state(cfg)  # read again under the lock: another process may have just finished it
+            if st["state"] == "done":
                 results.append({"name": cfg.run_name, "status": "done before"})
                 continue
             budget = (f"{cfg.max_cpu_minutes:g} CPU-min" if cfg.max_cpu_minutes else
