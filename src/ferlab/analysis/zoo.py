@@ -141,7 +141,7 @@ def format_zoo(rows: list[dict], classes) -> str:
         why = "budget" if r.get("budget_reached") else "early stop" if r.get("stopped_early") else "epochs"
         rec = [_fmt(100 * r["recall"][c], ".1f") if c in r.get("recall", {}) else "-" for c in classes]
         cells.append([r["model"], r["input"], f"{r['params'] / 1e6:.2f} M", f"{r['gflops']:.3f}",
-                      f"{_fmt(100 * r['acc'], '.2f')} %", f"{_fmt(100 * r.get('acc_flip', float('nan')), '.2f')} %",
+                      f"{_fmt(100 * r['acc'], '.2f')} %", _fmt(100 * r.get("acc_flip", float("nan")), ".2f", "-") + (" %" if r.get("acc_flip") is not None else ""),
                       f"{r['macro_f1']:.3f}", *rec, _fmt(r["img_per_s"], ".0f"), f"{r['cpu_min']:.0f}",
                       f"{r['epochs']} ({r['fer_epochs']:.1f})", why, _trained_on(r), paper, pdata])  # fmt: skip
     return markdown_table(head, cells, "llrrrrr" + "r" * len(classes) + "rrrllrl")
