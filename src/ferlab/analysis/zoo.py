@@ -10,7 +10,6 @@ validation curves against training minutes. Everything is read from the run fold
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -22,14 +21,6 @@ from ..tables import markdown_table
 FER2013_TRAIN = 28_709
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _num(v):
     try:
         return float(v)
@@ -39,6 +30,7 @@ def _num(v):
 
 def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
     """The table row of one run (``test``: the FER2013 PrivateTest split, or None to skip evaluation)."""
+    from ..engine.history import read_metrics
     from ..engine.queue import run_state
     from ..models.profile import count_flops
     from ..runtime.files import load_model
@@ -46,7 +38,7 @@ def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
     from ..runtime.predict import predict_probs
 
     st = run_state(cfg)
-    rows = _metrics(cfg.run_dir)
+    rows = read_metrics(cfg.run_dir)
     row = {"run": cfg.run_name, "model": cfg.model, "state": st["state"], "input": None, "paper": paper,
            "epochs": st.get("epochs"), "train_min": st.get("train_min"), "threads": cfg.threads or 1,
            "budget_min": cfg.max_cpu_minutes or cfg.max_minutes, "best_val_acc": max((_num(r["val_acc"]) for r in rows), default=None)}  # fmt: skip

@@ -259,14 +259,9 @@ def _best_val_acc(summary: dict) -> float | None:
     """The best validation accuracy of a run, whatever it monitored (its ``metrics.csv``)."""
     if summary.get("best_val_acc") is not None:
         return summary["best_val_acc"]
-    f = Path(summary.get("run_dir", "")) / "metrics.csv"
-    if not f.is_file():
-        return None
-    import csv
+    from .history import best_val_acc
 
-    with open(f, newline="") as fh:
-        accs = [float(r["val_acc"]) for r in csv.DictReader(fh) if r.get("val_acc")]
-    return max(accs) if accs else None
+    return best_val_acc(summary.get("run_dir", ""))
 
 
 def _shown(v) -> str:

@@ -29,6 +29,7 @@ import yaml
 
 from ..errors import ConfigError, FerlabError
 from .config import TrainConfig, load_config
+from .history import best_val_acc
 
 
 @dataclass
@@ -93,9 +94,6 @@ def run_state(cfg: TrainConfig) -> dict:
 
 def lock_holder(run_dir: Path) -> int | None:
     """The pid of the live queue process training this run (it holds the run's lock), or None."""
-    path = Path(run_dir) / ".queue.lock"
-    if not path.is_file():
-        return None
     with RunLock(run_dir, create=False) as lock:
         return lock.busy
 
@@ -109,16 +107,8 @@ def queue_status(path: str | Path, overrides=None) -> list[dict]:
         pid = lock_holder(cfg.run_dir)
         if pid is not None and st["state"] != "done":
             st["state"] = f"training (pid {pid or '?'})"
-        best = None
-        metrics = cfg.run_dir / "metrics.csv"
-        if metrics.is_file():
-            import csv
-
-            with open(metrics, newline="") as f:
-                accs = [float(r["val_acc"]) for r in csv.DictReader(f) if r.get("val_acc")]
-            best = max(accs) if accs else None
         rows.append({"name": cfg.run_name, "model": cfg.model, "budget_min": cfg.max_cpu_minutes or cfg.max_minutes, **st,
-                     "best_val_acc": best})  # fmt: skip
+                     "best_val_acc": best_val_acc(cfg.run_dir)})  # fmt: skip
     return rows
 
 
