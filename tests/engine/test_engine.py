@@ -284,6 +284,47 @@ def test_distillation_from_a_trained_teacher(tmp_path):
         _cfg(tmp_path, teacher=str(teacher), loss="island")
 
 
+def test_distillation_from_cached_teacher_predictions(tmp_path, capsys):
+    from ferlab.engine.tasks import DistillationTask
+    from ferlab.runtime.files import load_model
+    from ferlab.runtime.predict import predict_probs
+
+    splits = _random_splits()
+    Trainer(_cfg(tmp_path, name="teacher", epochs=1), splits, L.SEVEN).fit()
+    teacher_file = tmp_path / "teacher" / "model.safetensors"
+    teacher = load_model(teacher_file)[0].eval()
+    cfg = _cfg(
+        tmp_path, name="student", model="fernet_xs", teacher=str(teacher_file), kd_alpha=0.7, kd_cache=True
+    )
+    capsys.readouterr()
+    tr = Trainer(cfg, splits, L.SEVEN)
+    assert tr.task.teacher is None  # no teacher pass per batch
+    assert "kd_cache: the teacher labels" in capsys.readouterr().out
+    # known answer: the teacher's flip-averaged log-probabilities on the un-augmented training images
+    probs = predict_probs(teacher, splits["train"].images, tr.eval_tf, tta="flip")
+    assert tr.teacher_logits.shape == (len(splits["train"]), 7)
+    np.testing.assert_allclose(tr.teacher_logits.exp().numpy(), probs, atol=1e-5)
+    s = tr.fit()
+    assert "train_kd" in tr.history[-1] and s["kd_cache_s"] > 0
+    # a resume reads the cache back instead of running the teacher again
+    tr2 = Trainer(_cfg(tmp_path, name="student", model="fernet_xs", teacher=str(teacher_file), kd_alpha=0.7,
+                       kd_cache=True, epochs=2), splits, L.SEVEN)  # fmt: skip
+    assert "kd_cache" not in capsys.readouterr().out
+    assert torch.equal(tr2.teacher_logits, tr.teacher_logits) and tr2.kd_cache_time == s["kd_cache_s"]
+    # cached logits give the loss an online teacher gives on the same batch
+    x, y = torch.randn(4, 1, 48, 48), torch.tensor([0, 1, 2, 3])
+    crit = torch.nn.CrossEntropyLoss()
+    online = DistillationTask(tr.model.eval(), crit, teacher, 0.7, 4.0)(x, y)
+    with torch.no_grad():
+        t = torch.log_softmax(teacher(x), -1) + 3.0  # any per-row shift of the logits: the same targets
+    cached = DistillationTask(tr.model.eval(), crit, None, 0.7, 4.0)(x, y, teacher_logits=t)
+    torch.testing.assert_close(cached["loss"], online["loss"])
+    with pytest.raises(ValueError, match="needs teacher_logits"):
+        DistillationTask(tr.model, crit, None)(x, y)
+    with pytest.raises(ConfigError, match="kd_cache caches a teacher"):
+        _cfg(tmp_path, kd_cache=True)
+
+
 def test_tensorboard_and_curves_are_written(tmp_path):
     Trainer(_cfg(tmp_path, epochs=2, tensorboard=True), _random_splits(), L.SEVEN).fit()
     run = tmp_path / "run"

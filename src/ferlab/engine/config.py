@@ -73,6 +73,9 @@ class TrainConfig:
     teacher: str | None = None  # knowledge distillation: a .safetensors export or checkpoint of the teacher
     kd_alpha: float = 0.5  # weight of the distillation term
     kd_temperature: float = 4.0
+    # distil from the teacher's flip-averaged predictions on the un-augmented training images, computed once
+    # (<run_dir>/teacher_logits.npz, kept for resumes) instead of one teacher pass per augmented batch
+    kd_cache: bool = False
     # engine switches
     precision: str = "auto"  # auto: bf16 on CPUs with fast bf16, fp16 on CUDA, else fp32 (ferlab.runtime)
     ema: bool = False
@@ -264,6 +267,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("sampler 'weighted' already balances classes; set class_weights to 'none'")
     if cfg.teacher and cfg.loss != "ce":
         raise ConfigError(f"distillation (teacher) combines with loss 'ce' only, not {cfg.loss!r}")
+    if cfg.kd_cache and not cfg.teacher:
+        raise ConfigError("kd_cache caches a teacher's predictions; set teacher too")
     if not 0 <= cfg.kd_alpha <= 1:
         raise ConfigError(f"kd_alpha must be in [0, 1], got {cfg.kd_alpha}")
     if cfg.in_chans is not None and cfg.in_chans not in (1, 3, 4):

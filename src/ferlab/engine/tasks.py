@@ -70,34 +70,43 @@ class DistillationTask(ClassificationTask):
     """Knowledge distillation (Hinton et al., 2015): (1 - alpha) * CE(student, y) + alpha * T^2 * KL(teacher_T || student_T).
 
     The teacher (any ferlab model, ensemble or checkpoint) runs in eval mode without gradients on the same
-    augmented batch; it must take the same input as the student (same data config).
+    augmented batch; it must take the same input as the student (same data config). With ``teacher=None``
+    the teacher's logits come with each batch instead (``teacher_logits``: precomputed, e.g. by the
+    Trainer's ``kd_cache``); any per-row constant shift of them (log-probabilities) gives the same loss.
     """
 
     def __init__(
         self,
         model,
         criterion,
-        teacher: nn.Module,
+        teacher: nn.Module | None,
         alpha: float = 0.5,
         temperature: float = 4.0,
         soft: bool = False,
     ):
         super().__init__(model, criterion, soft)
-        self.teacher, self.alpha, self.temperature = teacher.eval(), alpha, temperature
-        for p in self.teacher.parameters():
+        self.teacher = teacher.eval() if teacher is not None else None
+        self.alpha, self.temperature = alpha, temperature
+        for p in self.teacher.parameters() if teacher is not None else ():
             p.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()  # the teacher never trains
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher never trains
         return self
 
-    def forward(self, x, y, soft=None) -> dict:
+    def forward(self, x, y, soft=None, teacher_logits: torch.Tensor | None = None) -> dict:
         import torch.nn.functional as F
 
         logits = self.model(x)
-        with torch.no_grad():
-            t_logits = self.teacher(x).float()
+        if teacher_logits is not None:
+            t_logits = teacher_logits.float()
+        elif self.teacher is None:
+            raise ValueError("DistillationTask without a teacher needs teacher_logits with every batch")
+        else:
+            with torch.no_grad():
+                t_logits = self.teacher(x).float()
         ce = self.criterion(logits.float(), soft if self.soft else y)
         t = self.temperature
         kd = (

@@ -209,6 +209,7 @@ class Trainer:
             )
         criterion = classification_loss(cfg.label_smoothing, weight, soft)
         self.aux_loss, self.aux_opt = None, None
+        self._kd_teacher, self.teacher_logits, self.kd_cache_time = None, None, 0.0
         if cfg.loss in ("center", "island"):
             cls = IslandLoss if cfg.loss == "island" else CenterLoss
             kw = {"lambda1": cfg.island_lambda1} if cfg.loss == "island" else {}
@@ -233,8 +234,15 @@ class Trainer:
             teacher = teacher.to(self.device)
             if cfg.channels_last:
                 teacher = teacher.to(memory_format=torch.channels_last)
+            # kd_cache: the teacher labels the training images once (end of setup), then leaves memory
+            self._kd_teacher = teacher if cfg.kd_cache else None
             self.task = DistillationTask(
-                self.model, criterion, teacher, cfg.kd_alpha, cfg.kd_temperature, soft
+                self.model,
+                criterion,
+                None if cfg.kd_cache else teacher,
+                cfg.kd_alpha,
+                cfg.kd_temperature,
+                soft,
             )
         else:
             self.task = ClassificationTask(self.model, criterion, soft, cfg.attn_reg_weight)
@@ -274,6 +282,47 @@ class Trainer:
             except OSError as e:
                 raise ConfigError(f"cannot write the run folder {self.run_dir}: {e.strerror or e}") from None
             self.skipped.announce(f"{cfg.dataset} data", self.run_dir / "skipped.txt")
+        if self._kd_teacher is not None:
+            self.teacher_logits = self._cached_teacher_logits(self._kd_teacher)
+            self._kd_teacher = None
+
+    def _cached_teacher_logits(self, teacher) -> torch.Tensor:
+        """``kd_cache``: the teacher's log-probabilities ``[N, C]`` on the un-augmented training images,
+        averaged with their mirror images, computed once into ``<run_dir>/teacher_logits.npz`` and read
+        back (on resume) when that file was made by the same teacher on the same training images. One
+        teacher pass per image instead of one per augmented batch: the teacher does not see the student's
+        augmentations (offline distillation); the time it takes is in the summary (``kd_cache_s``)."""
+        import hashlib
+
+        cfg, sp = self.cfg, self.train_split
+        path = self.run_dir / "teacher_logits.npz"
+        src = Path(cfg.teacher)
+        who = hashlib.sha256(src.read_bytes()).hexdigest()[:16] if src.is_file() else str(cfg.teacher)
+        data = hashlib.sha256(
+            sp.labels.tobytes() + sp.images[:: max(1, len(sp) // 64)].tobytes()
+        ).hexdigest()[:16]
+        key = f"{who}:{data}:{len(sp)}:{self.model.data_config}"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    if str(z["key"]) == key and z["logits"].shape == (len(sp), len(self.classes)):
+                        self.kd_cache_time = float(z["cpu_s"])
+                        return torch.from_numpy(z["logits"])
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable or of another teacher: made again below
+        t0 = time.process_time()
+        if self.is_main:
+            print(f"kd_cache: the teacher labels {len(sp)} training images once ({path})", flush=True)
+        probs = predict_probs(
+            teacher, sp.images, self.eval_tf, tta="flip", device=str(self.device),
+            progress=cfg.progress and self.is_main, precision=self.precision,
+        )  # fmt: skip
+        logits = np.log(np.clip(probs, 1e-8, None)).astype(np.float32)
+        self.kd_cache_time = time.process_time() - t0
+        if self.is_main:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, logits=logits, key=np.array(key), cpu_s=np.array(self.kd_cache_time))
+        return torch.from_numpy(logits)
 
     def _num_batches(self) -> int:
         n = len(self.train_split) // self.world
@@ -305,7 +354,7 @@ class Trainer:
         return idx[: self.steps_per_epoch * cfg.batch_size]
 
     def batches(self, epoch: int):
-        """Yield ``(images, labels)`` training batches of one epoch: the epoch's draw (:meth:`epoch_indices`)
+        """Yield ``(images, labels, soft labels or None, indices)`` training batches of one epoch: the epoch's draw (:meth:`epoch_indices`)
         through the training transform, with augmentation seeded by (seed, epoch, rank)."""
         sp = self.train_split
         g = torch.Generator().manual_seed(cfg_seed_aug(self.cfg.seed, epoch, self.rank))
@@ -320,7 +369,7 @@ class Trainer:
             x = self.train_tf(sp.images[i], generator=g)
             y = torch.from_numpy(sp.labels[i])
             soft = torch.from_numpy(sp.soft_labels[i]) if sp.soft_labels is not None else None
-            yield x, y, soft
+            yield x, y, soft, i
 
     # ------------------------------------------------------------------ loop
     def _autocast(self):
@@ -338,13 +387,18 @@ class Trainer:
         t0 = time.perf_counter()
         bar = tqdm(self.batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and self.is_main), leave=False, dynamic_ncols=True)  # fmt: skip
-        for b, (x, y, soft) in enumerate(bar):
+        for b, (x, y, soft, i) in enumerate(bar):
             x, y = x.to(self.device), y.to(self.device)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             soft = soft.to(self.device) if soft is not None else None
+            kw = (
+                {}
+                if self.teacher_logits is None
+                else {"teacher_logits": self.teacher_logits[i].to(self.device)}
+            )
             with self._autocast():
-                out = self.task(x, y, soft)
+                out = self.task(x, y, soft, **kw)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -500,6 +554,8 @@ class Trainer:
                    "session_time_s": time.perf_counter() - t_start,
                    "precision": self.precision, "threads": self.threads, "num_classes": len(self.classes),
                    "cpu": cpu_info().summary(), "run_dir": str(self.run_dir)}  # fmt: skip
+        if self.kd_cache_time:
+            summary["kd_cache_s"] = self.kd_cache_time  # CPU seconds of the teacher's one pass (kd_cache)
         if self.is_main:
             summary.update(self.finish())
             write_atomic(json.dumps(summary, indent=1), self.run_dir / "summary.json")
