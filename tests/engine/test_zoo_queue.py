@@ -216,3 +216,24 @@ def test_ship_writes_small_runs_as_fp16_that_load_by_name(queue, tmp_path, monke
         ship_zoo(queue, out)
     with pytest.raises(ConfigError, match=r"not shipped.*zoo/smallcnn_tiny"):
         Recognizer("zoo/pattlite")
+
+
+def test_zoo_ensemble_combines_the_finished_runs(queue, tmp_path, data_root, tiny_weights, capsys):
+    run_queue(queue, log=lambda s: None)
+    out = tmp_path / "docs" / "ens.md"
+    argv = ["zoo", "ensemble", "--queue", str(queue), "--only", "tiny-a", "xs-b", "broken-c", "--with",
+            str(tiny_weights), "--out", str(out), "--data-dir", str(data_root)]  # fmt: skip
+    assert main(argv) == 0
+    r = json.loads(out.with_suffix(".json").read_text())
+    assert list(r["pools"]) == ["paper 004 members", "members + tiny"]
+    assert r["pools"]["paper 004 members"] == ["smallcnn_tiny", "fernet_xs"]  # done runs only
+    assert r["missing_members"] == ["smallcnn_tiny (pending)"] and r["models"][0]["n"] == 3589
+    text = out.read_text()
+    assert (
+        "not finished, left out: smallcnn_tiny (pending)" in text
+        and "| members + tiny | greedy, weighted |" in text
+    )
+    assert (tmp_path / "docs" / "ens_disagreement.png").stat().st_size > 1000
+    assert "gain" in capsys.readouterr().out
+    assert main(argv) == 2  # an existing report is not replaced without --overwrite
+    assert "exists" in capsys.readouterr().err

@@ -302,6 +302,46 @@ def test_snapshot_members_lists_epochs_then_best(tmp_path):
         snapshot_members(tmp_path / "run", epochs=[1], include_best=False)
 
 
+def test_ensemble_study_scores_each_model_once_and_combines_every_pool(trained, tiny_weights, small_dataset):
+    from ferlab.infer.ensemble import STUDY_COMBINATIONS, ensemble_study
+    from ferlab.runtime.predict import predict_probs
+
+    good, weak = map(str, trained["paths"])
+    pools = {
+        "pair": {"good": good, "weak": weak},
+        "pair + tiny": {"good": good, "weak": weak, "tiny": str(tiny_weights)},
+    }
+    r = ensemble_study(pools, small_dataset)
+    assert [m["name"] for m in r["models"]] == ["good", "weak", "tiny"]  # shared members scored once
+    assert len(r["combinations"]) == 2 * len(STUDY_COMBINATIONS) and len(r["disagreement"]) == 3
+    from ferlab.data import load_dataset
+
+    sp = load_dataset(small_dataset).split("test")
+    p = [predict_probs(load_model(f)[0], sp.images) for f in (good, weak)]
+    rows = {(c["pool"], c["combination"]): c for c in r["combinations"]}
+    mean = rows[("pair", "mean of all")]
+    # known answer: the mean rule is the average of the two members' probabilities
+    assert mean["accuracy"] == pytest.approx(
+        float(((p[0] + p[1]) / 2).argmax(1).__eq__(sp.labels).mean()), abs=1e-9
+    )
+    assert mean["weights"] == [0.5, 0.5] and mean["members"] == ["good", "weak"]
+    accs = {m["name"]: m for m in r["models"]}
+    for c in r["combinations"]:
+        assert abs(sum(c["weights"]) - 1) < 1e-9 and len(c["weights"]) == len(c["members"])
+        assert c["gain_vs_best_member"] == pytest.approx(c["accuracy"] - accs[c["best_member"]]["accuracy"])
+        if c["combination"].startswith(
+            "greedy"
+        ):  # Caruana: never below the pool's best member where it selects
+            pool = pools[c["pool"]]
+            assert c["fit_accuracy"] >= max(accs[n]["fit_accuracy"] for n in pool) - 1e-12
+            assert set(c["members"]) <= set(pool) and c["greedy_picks"]
+    assert rows[("pair + tiny", "mean of all")]["members"] == ["good", "weak", "tiny"]
+    with pytest.raises(ConfigError, match="both named 'good'"):
+        ensemble_study({"a": {"good": good}, "b": {"good": weak}}, small_dataset)
+    with pytest.raises(ConfigError, match="at least one member"):
+        ensemble_study({"a": {}}, small_dataset)
+
+
 # -- command line ----------------------------------------------------------------------------------------------
 def test_cli_ensemble_end_to_end(tmp_path, capsys, trained, tiny_weights, small_dataset):
     from ferlab.cli import main

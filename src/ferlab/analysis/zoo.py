@@ -239,3 +239,65 @@ def ship_zoo(queue: str | Path, out_dir: str | Path, max_mb: float = 20.0, overr
                  **{k: v for k, v in summary.items() if k.endswith("_acc") and isinstance(v, float)}}  # fmt: skip
         row["shipped"] = str(export_weights(model, dest, classes, extra, dtype=torch.float16))
     return rows
+
+
+#: paper 004's ensemble members among the zoo's models (Berindeie 2024)
+PAPER_004_MEMBERS = ("resemotenet", "pattlite", "resmasking", "emonext_tiny", "cbam_resnet50")
+
+
+def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, extras=("default",),
+                 snapshots: str | Path | None = None, overrides=None, data_dir=None, tta: str = "none",
+                 overwrite: bool = False, progress: bool = False) -> dict:  # fmt: skip
+    """Paper 004's ensemble study on the zoo's finished runs (:func:`ferlab.infer.ensemble.ensemble_study`).
+
+    Pools: the ``members`` (model or run names of the queue) whose runs are done; the same with ``extras``
+    (references such as ferlab's ``default``); and, given ``snapshots`` (a run folder trained with
+    ``snapshot_epochs``), that run's snapshots. Members whose runs are not done are skipped and named in the
+    report. Writes ``out`` (Markdown), its JSON and a disagreement PNG beside it; an existing ``out`` is
+    replaced only with ``overwrite``. Returns the report.
+    """
+    from ..engine.queue import load_queue, run_state
+    from ..infer.ensemble import ensemble_study, markdown_ensemble_study, plot_disagreement, snapshot_members
+    from ..io import write_atomic
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    cfgs = [e.train_config(overrides) for e in load_queue(queue)]
+    unknown = [m for m in members if not any(m in (c.model, c.run_name) for c in cfgs)]
+    if unknown:
+        raise ConfigError(f"ensemble members {', '.join(unknown)}: not in {queue}")
+    found, missing = {}, []
+    for m in members:
+        cfg = next(c for c in cfgs if m in (c.model, c.run_name))
+        weights = cfg.run_dir / "model.safetensors"
+        if run_state(cfg)["state"] == "done" and weights.is_file():
+            found[cfg.model] = str(weights)
+        else:
+            missing.append(f"{cfg.model} ({run_state(cfg)['state']})")
+    pools = {}
+    if found:
+        pools["paper 004 members"] = dict(found)
+        if extras:
+            named = {(Path(x).stem if Path(str(x)).suffix else str(x)): str(x) for x in extras}
+            pools[f"members + {', '.join(named)}"] = {**found, **named}
+    if snapshots is not None:
+        run = Path(snapshots)
+        pools[f"snapshots of {run.name}"] = {f"{run.name}/{p.name}": str(p) for p in snapshot_members(run)}
+    if not pools:
+        raise ConfigError(f"no finished run among {', '.join(members)} and no snapshots: nothing to combine")
+    report = ensemble_study(pools, "fer2013", data_dir=data_dir, tta=tta, progress=progress)
+    report["missing_members"] = missing
+    text = [
+        "# Paper 004's ensemble study on the zoo (FER2013, CPU scale)", "",
+        f"Made by `ferlab zoo ensemble --queue {queue}` from the zoo's finished runs; members: "
+        f"{', '.join(found) or 'none'}" + (f"; not finished, left out: {', '.join(missing)}" if missing else "") + ".",
+        "Each member is the CPU-scale run of the zoo table (about 1 CPU-hour, read its row); the paper's members "
+        "were trained on a GPU at 224 px.", "", markdown_ensemble_study(report),
+        f"![disagreement]({out.with_name(out.stem + '_disagreement.png').name})", "",
+    ]  # fmt: skip
+    write_atomic("\n".join(text).encode(), out)
+    write_atomic(json.dumps(report, indent=1, default=str).encode(), out.with_suffix(".json"))
+    plot_disagreement(report["disagreement"], [m["name"] for m in report["models"]],
+                      out.with_name(out.stem + "_disagreement.png"), "pairwise disagreement on FER2013 PrivateTest")  # fmt: skip
+    return report

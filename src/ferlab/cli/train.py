@@ -8,8 +8,9 @@ from ..errors import ConfigError, FerlabError
 from ._args import THREADS_HELP, add_data_dir, add_overwrite, add_threads
 
 ZOO_QUEUE = "queues/zoo_fer2013_cpu.yaml"
+ZOO_TABLE, ZOO_ENSEMBLE = "docs/zoo_fer2013.md", "docs/zoo_ensemble_fer2013.md"
 #: what ``ferlab zoo`` does with its queue (handled by :func:`_cmd_zoo`)
-ZOO_ACTIONS = ("train", "status", "table", "ship")
+ZOO_ACTIONS = ("train", "status", "table", "ship", "ensemble")
 
 
 def _cmd_train(args) -> int:
@@ -98,6 +99,17 @@ def _cmd_zoo(args) -> int:
             [r["model"], r["run"], r["state"], "-" if r["mb"] is None else f"{r['mb']:.1f}",
              f"zoo/{r['model']}" if r["shipped"] else ("over the limit" if r["mb"] else "-")] for r in rows]))  # fmt: skip
         return 0
+    if args.action == "ensemble":
+        from ..analysis.zoo import PAPER_004_MEMBERS, zoo_ensemble
+
+        out = Path(args.out if args.out != ZOO_TABLE else ZOO_ENSEMBLE)
+        r = zoo_ensemble(args.queue, out, args.only or PAPER_004_MEMBERS, args.with_models, args.snapshots,
+                         overrides, args.data_dir, "flip" if args.tta else "none", args.overwrite, progress=True)  # fmt: skip
+        for c in r["combinations"]:
+            print(f"{c['pool']:28s} {c['combination']:18s} {100 * c['accuracy']:6.2f} %  "
+                  f"gain {100 * c['gain_vs_best_member']:+.2f} pp over {c['best_member']}")  # fmt: skip
+        print(f"wrote {out}")
+        return 0
     from ..analysis.zoo import zoo_table
 
     out = zoo_table(args.queue, args.out, overrides=overrides, data_dir=args.data_dir, tta=not args.no_tta)
@@ -114,17 +126,33 @@ def add_zoo(sub) -> None:
     )
     s.add_argument("action", choices=list(ZOO_ACTIONS))
     s.add_argument("--queue", default=ZOO_QUEUE, help=f"queue file (default {ZOO_QUEUE})")
-    s.add_argument("--only", nargs="+", help="train: only these run or model names")
-    add_threads(s, "train: threads per run (overrides the recipes' value)")
     s.add_argument(
-        "--out", default="docs/zoo_fer2013.md", help="table: Markdown file (a PNG of curves beside it)"
+        "--only",
+        nargs="+",
+        help="train: only these run or model names; ensemble: the members "
+        "(default: paper 004's resemotenet pattlite resmasking emonext_tiny cbam_resnet50)",
     )
+    s.add_argument(
+        "--with",
+        dest="with_models",
+        nargs="*",
+        default=["default"],
+        metavar="MODEL",
+        help="ensemble: models added to the members as a second pool (default: default; none: --with)",
+    )
+    s.add_argument(
+        "--snapshots", metavar="RUN", help="ensemble: a run folder whose snapshots form one more pool"
+    )
+    s.add_argument("--tta", action="store_true", help="ensemble: average each face with its mirror")
+    add_threads(s, "train: threads per run (overrides the recipes' value)")
+    s.add_argument("--out", default=ZOO_TABLE,
+                   help=f"table: Markdown file (a PNG of curves beside it); ensemble: default {ZOO_ENSEMBLE}")  # fmt: skip
     s.add_argument("--no-tta", action="store_true", help="table: skip the flip-TTA evaluation")
     s.add_argument("--ship-dir", default="src/ferlab/weights/zoo", help="ship: where the fp16 weights go")
     s.add_argument(
         "--max-mb", type=float, default=20.0, help="ship: largest fp16 file to ship (default 20 MB)"
     )
-    add_overwrite(s, "ship: replace shipped weights")
+    add_overwrite(s, "ship: replace shipped weights; ensemble: replace --out")
     add_data_dir(s)
     s.add_argument("overrides", nargs="*", help="key=value applied to every run's config")
     s.set_defaults(func=_cmd_zoo)

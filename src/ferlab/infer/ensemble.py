@@ -285,3 +285,127 @@ def write_ensemble_report(r: dict, out_dir: str | Path, stem: str = "ensemble") 
     png = plot_disagreement(r["disagreement"], names, out / f"{stem}_disagreement.png",
                             f"disagreement on {r['dataset']}/{r['split']}")  # fmt: skip
     return {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": png}
+
+
+# -- the ensemble study ------------------------------------------------------------------------------------------
+#: the combinations the study compares on every pool: (label, greedy selection first, fitted weights)
+STUDY_COMBINATIONS = (("mean of all", False, False), ("weighted, all", False, True),
+                      ("greedy, mean", True, False), ("greedy, weighted", True, True))  # fmt: skip
+
+
+def ensemble_study(
+    pools: dict,
+    dataset: str = "fer2013",
+    split: str = "test",
+    fit_split: str = "val",
+    objective: str = "nll",
+    tta: str = "none",
+    batch_size: int = 256,
+    precision: str = "fp32",
+    data_dir=None,
+    progress: bool = False,
+) -> dict:
+    """Paper 004's ensemble study (Berindeie 2024): several pools of models, every model scored once.
+
+    ``pools`` maps a pool's name to ``{member name: model or path}``; a model may be in several pools (e.g.
+    the paper's members with and without ferlab's ``default``, or one run's snapshots) and is evaluated
+    once. On each pool the study combines the probabilities of all members by their mean and with weights
+    fitted on ``fit_split`` (``objective``), and after Caruana's greedy selection on ``fit_split`` (with
+    replacement) by the picks' mean and with fitted weights (:data:`STUDY_COMBINATIONS`). Every
+    combination is reported on ``split`` against the pool's best member (chosen on ``fit_split``, as a
+    user without the test labels would; the best on ``split`` is given too). Nothing is fitted or selected
+    on ``split``. Returns the report (members, combinations, the members' pairwise disagreement on ``split``).
+    """
+    from ..data import load_dataset
+    from ..runtime.precision import resolve_precision
+
+    if not pools or not all(pools.values()):
+        raise ConfigError("the ensemble study needs at least one pool with at least one member")
+    names: list[str] = []
+    refs: list = []
+    for members in pools.values():
+        for name, ref in members.items():
+            if name in names:
+                if refs[names.index(name)] is not ref and str(refs[names.index(name)]) != str(ref):
+                    raise ConfigError(f"two different models are both named {name!r} in the ensemble study")
+                continue
+            names.append(name)
+            refs.append(ref)
+    everyone = Ensemble(refs, names=names)
+    ds = load_dataset(dataset, data_dir)
+    images, y, left_out = _prepare_split(ds.split(split), everyone.classes, everyone.data_config)
+    fimages, fy, _ = _prepare_split(ds.split(fit_split), everyone.classes, everyone.data_config)
+    kw = {"tta": tta, "batch_size": batch_size, "progress": progress, "precision": precision}
+    probs, secs = everyone.member_probs(images, return_times=True, **kw)
+    fprobs = everyone.member_probs(fimages, **kw)
+    n = max(len(y), 1)
+    models = []
+    for i, (mod, name) in enumerate(zip(everyone.members, names)):
+        models.append({"name": name, "model": getattr(mod, "model_name", type(mod).__name__),
+                       "params": sum(p.numel() for p in mod.parameters()), "ms_per_image": 1000 * secs[i] / n,
+                       "fit_accuracy": _acc_nll(fprobs[i], fy)[0], **_metrics(probs[i], y, everyone.classes)})  # fmt: skip
+    rows = []
+    for pool_name, members in pools.items():
+        idx = [names.index(m) for m in members]
+        best_fit = max(idx, key=lambda i: models[i]["fit_accuracy"])
+        best_test = max(idx, key=lambda i: models[i]["accuracy"])
+        for label, greedy, weighted in STUDY_COMBINATIONS:
+            chosen, w, picks = list(idx), np.full(len(idx), 1.0 / len(idx)), None
+            if greedy:
+                sel = greedy_select(fprobs[idx], fy, "mean", replacement=True)
+                chosen, w, picks = [idx[i] for i in sel["selected"]], np.asarray(sel["weights"]), sel["bag"]
+            if weighted and len(chosen) > 1:
+                w = fit_weights(fprobs[chosen], fy, objective)
+            p = combine_probs(probs[chosen], "mean", w)
+            m = _metrics(p, y, everyone.classes)
+            rows.append({
+                "pool": pool_name, "combination": label, "members": [names[i] for i in chosen],
+                "weights": [float(v) for v in w], "greedy_picks": None if picks is None else [names[idx[i]] for i in picks],
+                "fit_accuracy": _acc_nll(combine_probs(fprobs[chosen], "mean", w), fy)[0],
+                "params": sum(models[i]["params"] for i in chosen),
+                "ms_per_image": sum(models[i]["ms_per_image"] for i in chosen), **m,
+                "best_member": names[best_fit], "gain_vs_best_member": m["accuracy"] - models[best_fit]["accuracy"],
+                "best_member_on_split": names[best_test],
+                "gain_vs_best_member_on_split": m["accuracy"] - models[best_test]["accuracy"],
+            })  # fmt: skip
+    d = disagreement_matrix(probs)
+    return {
+        "dataset": dataset, "split": split, "fit_split": fit_split, "objective": objective, "tta": tta,
+        "precision": resolve_precision(precision), "classes": list(everyone.classes),
+        "left_out_unknown_classes": left_out, "pools": {k: list(v) for k, v in pools.items()},
+        "models": models, "combinations": rows, "disagreement": d.tolist(),
+    }  # fmt: skip
+
+
+def markdown_ensemble_study(r: dict) -> str:
+    """The study as Markdown: the models, every pool's combinations against its best member, disagreement."""
+
+    def pct(v):
+        return f"{100 * v:.2f} %"
+
+    lines = [
+        f"Models ({r['dataset']} {r['split']}; fit split: {r['fit_split']}; TTA {r['tta']}; {r['precision']})", "",
+        markdown_table(["model", "architecture", "params", "ms/image", r["split"], r["fit_split"], "macro-F1", "NLL"],
+                       [[m["name"], m["model"], f"{m['params'] / 1e6:.2f} M", f"{m['ms_per_image']:.2f}",
+                         pct(m["accuracy"]), pct(m["fit_accuracy"]), f"{m['macro_f1']:.3f}", f"{m['nll']:.3f}"]
+                        for m in r["models"]], "llrrrrrr"),
+        "", "Combinations (selected and weighted on the fit split, scored on the split; gain: accuracy minus the "
+        "pool's best member, chosen on the fit split)", "",
+    ]  # fmt: skip
+    cells = []
+    for c in r["combinations"]:
+        who = ", ".join(f"{n} {w:.2f}" for n, w in zip(c["members"], c["weights"]))
+        cells.append([c["pool"], c["combination"], who, pct(c["accuracy"]), pct(c["fit_accuracy"]), f"{c['macro_f1']:.3f}",
+                      f"{c['nll']:.3f}", f"{100 * c['gain_vs_best_member']:+.2f} ({c['best_member']})",
+                      f"{c['params'] / 1e6:.1f} M", f"{c['ms_per_image']:.2f}"])  # fmt: skip
+    lines.append(markdown_table(["pool", "combination", "members and weights", r["split"], r["fit_split"], "macro-F1",
+                                 "NLL", "gain (pp)", "params", "ms/image"], cells, "lllrrrrlrr"))  # fmt: skip
+    d = np.asarray(r["disagreement"])
+    names = [m["name"] for m in r["models"]]
+    k = len(names)
+    off = d[~np.eye(k, dtype=bool)] if k > 1 else np.zeros(1)
+    lines += ["", f"Disagreement on {r['split']}: the fraction of faces two models label differently "
+              f"(mean over pairs {off.mean():.3f})", "",
+              markdown_table(["", *names], [[n, *(f"{v:.3f}" for v in row)] for n, row in zip(names, d)],
+                             "l" + "r" * k)]  # fmt: skip
+    return "\n".join(lines) + "\n"
