@@ -311,6 +311,22 @@ def test_distillation_from_cached_teacher_predictions(tmp_path, capsys):
                        kd_cache=True, epochs=2), splits, L.SEVEN)  # fmt: skip
     assert "kd_cache" not in capsys.readouterr().out
     assert torch.equal(tr2.teacher_logits, tr.teacher_logits) and tr2.kd_cache_time == s["kd_cache_s"]
+    # every training batch gets the cached predictions of its own images (indices of the epoch's draw)
+    got, orig_batches, orig_forward = [], tr2.batches, tr2.task.forward
+
+    def batches(epoch):
+        for x, y, soft, i in orig_batches(epoch):
+            got.append([i])
+            yield x, y, soft, i
+
+    def forward(x, y, soft=None, teacher_logits=None):
+        got[-1].append(teacher_logits)
+        return orig_forward(x, y, soft, teacher_logits=teacher_logits)
+
+    tr2.batches, tr2.task.forward = batches, forward
+    tr2.fit()
+    assert len(got) == tr2.steps_per_epoch and all(torch.equal(t, tr2.teacher_logits[i]) for i, t in got)
+    assert any(not np.array_equal(i, np.arange(b * 16, (b + 1) * 16)) for b, (i, _) in enumerate(got))
     # cached logits give the loss an online teacher gives on the same batch
     x, y = torch.randn(4, 1, 48, 48), torch.tensor([0, 1, 2, 3])
     crit = torch.nn.CrossEntropyLoss()

@@ -225,15 +225,26 @@ def test_zoo_ensemble_combines_the_finished_runs(queue, tmp_path, data_root, tin
             str(tiny_weights), "--out", str(out), "--data-dir", str(data_root)]  # fmt: skip
     assert main(argv) == 0
     r = json.loads(out.with_suffix(".json").read_text())
-    assert list(r["pools"]) == ["paper 004 members", "members + tiny"]
-    assert r["pools"]["paper 004 members"] == ["smallcnn_tiny", "fernet_xs"]  # done runs only
-    assert r["missing_members"] == ["smallcnn_tiny (pending)"] and r["models"][0]["n"] == 3589
+    assert list(r["pools"]) == ["members", "members + tiny"]
+    # two runs of one model are named by their runs; only finished runs are combined
+    assert r["pools"]["members"] == ["tiny-a", "fernet_xs"] and r["models"][0]["n"] == 3589
+    assert r["missing_members"] == ["broken-c (pending)"]
     text = out.read_text()
     assert (
-        "not finished, left out: smallcnn_tiny (pending)" in text
+        "not finished, left out: broken-c (pending)" in text
         and "| members + tiny | greedy, weighted |" in text
     )
     assert (tmp_path / "docs" / "ens_disagreement.png").stat().st_size > 1000
     assert "gain" in capsys.readouterr().out
     assert main(argv) == 2  # an existing report is not replaced without --overwrite
     assert "exists" in capsys.readouterr().err
+    from ferlab.analysis.zoo import zoo_ensemble
+
+    with pytest.raises(ConfigError, match="both be named 'fernet_xs'"):
+        zoo_ensemble(
+            queue, tmp_path / "e2.md", ["xs-b"], [str(tiny_weights.with_name("fernet_xs.safetensors"))]
+        )
+    with pytest.raises(ConfigError, match="Markdown"):
+        zoo_ensemble(queue, tmp_path / "e2.json", ["xs-b"])
+    with pytest.raises(ConfigError, match="not a run or model"):
+        zoo_ensemble(queue, tmp_path / "e2.md", ["nope"])

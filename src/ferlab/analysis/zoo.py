@@ -261,25 +261,42 @@ def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, 
     from ..io import write_atomic
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if out.suffix != ".md":
+        raise ConfigError(
+            f"--out {out}: the study's report is Markdown (.md); its .json and PNG go beside it"
+        )
+    outputs = (out, out.with_suffix(".json"), out.with_name(out.stem + "_disagreement.png"))
+    if not overwrite and any(f.exists() for f in outputs):
+        raise ConfigError(f"{', '.join(str(f) for f in outputs if f.exists())} exists; pass overwrite=True "
+                          "(--overwrite) to replace the report")  # fmt: skip
     cfgs = [e.train_config(overrides) for e in load_queue(queue)]
-    unknown = [m for m in members if not any(m in (c.model, c.run_name) for c in cfgs)]
-    if unknown:
-        raise ConfigError(f"ensemble members {', '.join(unknown)}: not in {queue}")
+    chosen = []
+    for m in members:  # a run name picks that run; a model name every run of that model
+        hits = [c for c in cfgs if c.run_name == m] or [c for c in cfgs if c.model == m]
+        if not hits:
+            raise ConfigError(f"ensemble member {m}: not a run or model of {queue}")
+        chosen += [c for c in hits if c not in chosen]
+    models = [c.model for c in chosen]
     found, missing = {}, []
-    for m in members:
-        cfg = next(c for c in cfgs if m in (c.model, c.run_name))
+    for cfg in chosen:
+        label = cfg.model if models.count(cfg.model) == 1 else cfg.run_name
         weights = cfg.run_dir / "model.safetensors"
-        if run_state(cfg)["state"] == "done" and weights.is_file():
-            found[cfg.model] = str(weights)
+        state = run_state(cfg)["state"]
+        if state == "done" and weights.is_file():
+            found[label] = str(weights)
         else:
-            missing.append(f"{cfg.model} ({run_state(cfg)['state']})")
+            missing.append(f"{label} ({state})")
+    named = {}
+    for x in extras or ():
+        p = Path(str(x))
+        name = (p.parent.name if p.stem in ("model", "best", "last") else p.stem) if p.suffix else str(x)
+        if name in named or name in found:
+            raise ConfigError(f"two ensemble models would both be named {name!r} ({x}); pass distinct files")
+        named[name] = str(x)
     pools = {}
     if found:
-        pools["paper 004 members"] = dict(found)
-        if extras:
-            named = {(Path(x).stem if Path(str(x)).suffix else str(x)): str(x) for x in extras}
+        pools["paper 004 members" if tuple(members) == PAPER_004_MEMBERS else "members"] = dict(found)
+        if named:
             pools[f"members + {', '.join(named)}"] = {**found, **named}
     if snapshots is not None:
         run = Path(snapshots)
@@ -296,8 +313,8 @@ def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, 
         "were trained on a GPU at 224 px.", "", markdown_ensemble_study(report),
         f"![disagreement]({out.with_name(out.stem + '_disagreement.png').name})", "",
     ]  # fmt: skip
-    write_atomic("\n".join(text).encode(), out)
-    write_atomic(json.dumps(report, indent=1, default=str).encode(), out.with_suffix(".json"))
-    plot_disagreement(report["disagreement"], [m["name"] for m in report["models"]],
-                      out.with_name(out.stem + "_disagreement.png"), "pairwise disagreement on FER2013 PrivateTest")  # fmt: skip
+    write_atomic("\n".join(text).encode(), outputs[0])
+    write_atomic(json.dumps(report, indent=1, default=str).encode(), outputs[1])
+    plot_disagreement(report["disagreement"], [m["name"] for m in report["models"]], outputs[2],
+                      "pairwise disagreement on FER2013 PrivateTest")  # fmt: skip
     return report

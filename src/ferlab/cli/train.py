@@ -74,6 +74,9 @@ def _cmd_zoo(args) -> int:
         args.only = [w for w in args.only if "=" not in w]
         if not args.only:
             raise ConfigError("--only needs run or model names before any key=value override")
+    if args.with_models:  # `--with default key=value`: likewise
+        overrides += [w for w in args.with_models if "=" in w]
+        args.with_models = [w for w in args.with_models if "=" not in w]
     if getattr(args, "threads", None):
         overrides.append(f"threads={args.threads}")
     if args.action == "train":
@@ -102,7 +105,7 @@ def _cmd_zoo(args) -> int:
     if args.action == "ensemble":
         from ..analysis.zoo import PAPER_004_MEMBERS, zoo_ensemble
 
-        out = Path(args.out if args.out != ZOO_TABLE else ZOO_ENSEMBLE)
+        out = Path(args.out or ZOO_ENSEMBLE)
         r = zoo_ensemble(args.queue, out, args.only or PAPER_004_MEMBERS, args.with_models, args.snapshots,
                          overrides, args.data_dir, "flip" if args.tta else "none", args.overwrite, progress=True)  # fmt: skip
         for c in r["combinations"]:
@@ -112,7 +115,9 @@ def _cmd_zoo(args) -> int:
         return 0
     from ..analysis.zoo import zoo_table
 
-    out = zoo_table(args.queue, args.out, overrides=overrides, data_dir=args.data_dir, tta=not args.no_tta)
+    out = zoo_table(
+        args.queue, args.out or ZOO_TABLE, overrides=overrides, data_dir=args.data_dir, tta=not args.no_tta
+    )
     print(f"wrote {out}")
     return 0
 
@@ -145,8 +150,8 @@ def add_zoo(sub) -> None:
     )
     s.add_argument("--tta", action="store_true", help="ensemble: average each face with its mirror")
     add_threads(s, "train: threads per run (overrides the recipes' value)")
-    s.add_argument("--out", default=ZOO_TABLE,
-                   help=f"table: Markdown file (a PNG of curves beside it); ensemble: default {ZOO_ENSEMBLE}")  # fmt: skip
+    s.add_argument("--out", help=f"table: Markdown file, a PNG of curves beside it (default {ZOO_TABLE}); "
+                   f"ensemble: Markdown report, its JSON and PNG beside it (default {ZOO_ENSEMBLE})")  # fmt: skip
     s.add_argument("--no-tta", action="store_true", help="table: skip the flip-TTA evaluation")
     s.add_argument("--ship-dir", default="src/ferlab/weights/zoo", help="ship: where the fp16 weights go")
     s.add_argument(
