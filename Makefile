@@ -44,4 +44,4 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed browser
 	$(BIN)/ruff check src tests tools
 	$(BIN)/ruff format --check src tests tools
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 -n $(TEST_WORKERS)

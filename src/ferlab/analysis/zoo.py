@@ -247,14 +247,15 @@ PAPER_004_MEMBERS = ("resemotenet", "pattlite", "resmasking", "emonext_tiny", "c
 
 def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, extras=("default",),
                  snapshots: str | Path | None = None, overrides=None, data_dir=None, tta: str = "none",
-                 overwrite: bool = False, progress: bool = False) -> dict:  # fmt: skip
+                 overwrite: bool = False, progress: bool = False, dataset: str = "fer2013") -> dict:  # fmt: skip
     """Paper 004's ensemble study on the zoo's finished runs (:func:`ferlab.infer.ensemble.ensemble_study`).
 
     Pools: the ``members`` (model or run names of the queue) whose runs are done; the same with ``extras``
     (references such as ferlab's ``default``); and, given ``snapshots`` (a run folder trained with
     ``snapshot_epochs``), that run's snapshots. Members whose runs are not done are skipped and named in the
     report. Writes ``out`` (Markdown), its JSON and a disagreement PNG beside it; an existing ``out`` is
-    replaced only with ``overwrite``. Returns the report.
+    replaced only with ``overwrite``. ``dataset``: where the runs are scored (its ``val`` and ``test`` splits;
+    FER2013 for the zoo). Returns the report.
     """
     from ..engine.queue import load_queue, run_state
     from ..infer.ensemble import ensemble_study, markdown_ensemble_study, plot_disagreement, snapshot_members
@@ -303,7 +304,7 @@ def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, 
         pools[f"snapshots of {run.name}"] = {f"{run.name}/{p.name}": str(p) for p in snapshot_members(run)}
     if not pools:
         raise ConfigError(f"no finished run among {', '.join(members)} and no snapshots: nothing to combine")
-    report = ensemble_study(pools, "fer2013", data_dir=data_dir, tta=tta, progress=progress)
+    report = ensemble_study(pools, dataset, data_dir=data_dir, tta=tta, progress=progress)
     report["missing_members"] = missing
     text = [
         "# Paper 004's ensemble study on the zoo (FER2013, CPU scale)", "",
