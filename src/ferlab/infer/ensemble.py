@@ -125,6 +125,14 @@ def _prepare_split(split, classes, data_config):
     return split.images, np.asarray(y), left_out
 
 
+def _member_scores(pool, ds, split: str, **kw):
+    """Every member's probabilities ``[M, N, C]`` on a dataset split, the seconds each took, the labels and
+    the left-out class counts (:func:`_prepare_split`)."""
+    images, y, left_out = _prepare_split(ds.split(split), pool.classes, pool.data_config)
+    probs, secs = pool.member_probs(images, return_times=True, **kw)
+    return probs, secs, y, left_out
+
+
 def _metrics(probs, y, classes) -> dict:
     from ..runtime.metrics import classification_metrics
 
@@ -159,14 +167,12 @@ def run_ensemble(
     method = canonical_method(method)
     pool = Ensemble(members)
     ds = load_dataset(dataset, data_dir)
-    images, y, left_out = _prepare_split(ds.split(split), pool.classes, pool.data_config)
     kw = {"tta": tta, "batch_size": batch_size, "progress": progress, "precision": precision}
-    probs, secs = pool.member_probs(images, return_times=True, **kw)
+    probs, secs, y, left_out = _member_scores(pool, ds, split, **kw)
     m = len(pool)
     selected, weights, selection, fit = list(range(m)), np.full(m, 1.0 / m), None, None
     if greedy or method == "weighted":
-        fimages, fy, _ = _prepare_split(ds.split(fit_split), pool.classes, pool.data_config)
-        fprobs = pool.member_probs(fimages, **kw)
+        fprobs, _, fy, _ = _member_scores(pool, ds, fit_split, **kw)
         if greedy:
             selection = greedy_select(fprobs, fy, method, replacement)
             selected, weights = selection["selected"], np.asarray(selection["weights"])
@@ -333,11 +339,9 @@ def ensemble_study(
             refs.append(ref)
     everyone = Ensemble(refs, names=names)
     ds = load_dataset(dataset, data_dir)
-    images, y, left_out = _prepare_split(ds.split(split), everyone.classes, everyone.data_config)
-    fimages, fy, _ = _prepare_split(ds.split(fit_split), everyone.classes, everyone.data_config)
     kw = {"tta": tta, "batch_size": batch_size, "progress": progress, "precision": precision}
-    probs, secs = everyone.member_probs(images, return_times=True, **kw)
-    fprobs = everyone.member_probs(fimages, **kw)
+    probs, secs, y, left_out = _member_scores(everyone, ds, split, **kw)
+    fprobs, _, fy, _ = _member_scores(everyone, ds, fit_split, **kw)
     n = max(len(y), 1)
     models = []
     for i, (mod, name) in enumerate(zip(everyone.members, names)):
