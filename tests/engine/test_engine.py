@@ -144,6 +144,23 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a_sd[k], b_sd[k], rtol=1e-5, atol=1e-6)
 
 
+def test_cpu_budget_stops_mid_epoch_and_records_it(tmp_path):
+    """A budget used up inside an epoch ends that epoch after the step that crossed it (not after the whole,
+    possibly 40-minute, epoch): the run validates, checkpoints and reports the cut; the next epoch never starts."""
+    import csv
+
+    splits = _random_splits(n=96)  # 6 steps of 16 per epoch
+    s = Trainer(_cfg(tmp_path, epochs=3, max_cpu_minutes=1e-9), splits, L.SEVEN).fit()
+    assert s["epochs_run"] == 1 and s["budget_reached"]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert len(rows) == 1 and rows[0]["cut_short"] == "True" and rows[0]["train_images"] == "16"
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    # without a budget the epoch runs all its steps and is not marked
+    s = Trainer(_cfg(tmp_path, name="free", epochs=1), splits, L.SEVEN).fit()
+    rows = list(csv.DictReader(open(tmp_path / "free" / "metrics.csv")))
+    assert rows[0]["cut_short"] == "False" and rows[0]["train_images"] == "96"
+
+
 def test_resume_refuses_changed_settings_and_keeps_config_yaml(tmp_path):
     """A rerun under the same name with other hyperparameters (or another model) is refused before it writes
     anything; a longer run (epochs, budget, threads) resumes; resume_changed_ok=true overrides the check."""

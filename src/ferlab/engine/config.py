@@ -90,11 +90,11 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     early_stopping: int | None = None  # patience in epochs (Wang 2024 (AEMT): 10)
-    max_minutes: float | None = None  # training-time budget (wall minutes, summed over resumes); None: none
-    max_cpu_minutes: float | None = (
-        None  # the same in CPU minutes of this process (all its threads): a budget
-    )
-    #                                       that other jobs on the machine cannot eat into
+    # training-time budget (wall minutes, summed over resumes); None: none. The epoch that uses it up stops at
+    # that step (single process; DDP stops between epochs), is validated and checkpointed; no epoch follows.
+    max_minutes: float | None = None
+    # the same in CPU minutes of this process (all its threads): a budget other jobs cannot eat into
+    max_cpu_minutes: float | None = None
     monitor: str = "val_acc"
     snapshot_epochs: list = field(default_factory=list)  # extra checkpoints for snapshot ensembles
     ablation: dict = field(

@@ -375,16 +375,21 @@ class Trainer:
     def _autocast(self):
         return autocast_context(self.precision, self.device.type)
 
-    def train_epoch(self, epoch: int) -> dict:
+    def train_epoch(self, epoch: int, budget_left: tuple[float, float] | None = None) -> dict:
         """One epoch of optimisation (precision policy, gradient clipping, EMA, auxiliary losses); returns the
-        epoch's mean training loss, accuracy, images/s and time."""
+        epoch's mean training loss, accuracy, images/s and time.
+
+        ``budget_left`` = (wall seconds, CPU seconds) left of ``max_minutes`` / ``max_cpu_minutes``: the epoch
+        stops after the step that uses it up (``cut_short`` in the result), so a budget is kept to within one
+        step instead of one (possibly 40-minute) epoch."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
         self.task.train()
         tot_loss, tot_correct, tot_n = 0.0, 0, 0
         parts_sum: dict = {}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
+        cut_short = False
         bar = tqdm(self.batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and self.is_main), leave=False, dynamic_ncols=True)  # fmt: skip
         for b, (x, y, soft, i) in enumerate(bar):
@@ -443,13 +448,17 @@ class Trainer:
                 acc=f"{tot_correct / tot_n:.3f}",
                 img_s=f"{tot_n * self.world / el:.0f}",
             )
+            if budget_left is not None and (el >= budget_left[0] or time.process_time() - c0 >= budget_left[1]):
+                cut_short = b + 1 < self.steps_per_epoch
+                break
         bar.close()
         stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64)
         if self.world > 1:
             dist.all_reduce(stats)
         el = time.perf_counter() - t0
         res = {"train_loss": stats[0].item() / stats[2].item(), "train_acc": stats[1].item() / stats[2].item(),
-               "img_per_s": stats[2].item() / el, "epoch_time": el}  # fmt: skip
+               "img_per_s": stats[2].item() / el, "epoch_time": el, "train_images": int(stats[2].item()),
+               "cut_short": cut_short}  # fmt: skip
         res.update({f"train_{k}": v / tot_n for k, v in parts_sum.items()})
         return res
 
@@ -498,7 +507,7 @@ class Trainer:
                     print(f"{spent} reached after {self.epoch} epochs", flush=True)
                 break
             t_epoch, c_epoch = time.perf_counter(), time.process_time()
-            tr = self.train_epoch(epoch)
+            tr = self.train_epoch(epoch, self._budget_left())
             val = self.validate(self.splits["val"], cfg.limit_val_batches)
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None and not self.sched_per_batch:
@@ -535,7 +544,8 @@ class Trainer:
                 print(
                     f"epoch {self.epoch}/{cfg.epochs}: train loss {tr['train_loss']:.4f} acc {tr['train_acc']:.4f} | "
                     f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f} macro-F1 {val['macro_f1']:.4f} | "
-                    f"{tr['img_per_s']:.0f} img/s, {tr['epoch_time']:.0f} s{' *' if improved else ''}",
+                    f"{tr['img_per_s']:.0f} img/s, {tr['epoch_time']:.0f} s{' *' if improved else ''}"
+                    f"{' (cut short by the budget after ' + str(tr['train_images']) + ' images)' if tr['cut_short'] else ''}",
                     flush=True,
                 )
             if cfg.early_stopping and self.bad_epochs >= cfg.early_stopping:
@@ -562,6 +572,17 @@ class Trainer:
         if writer is not None:
             writer.close()
         return summary
+
+    def _budget_left(self) -> tuple[float, float] | None:
+        """(wall s, CPU s) left of the time budgets for a mid-epoch stop, or None: no budget, or several
+        processes (DDP ranks would have to agree on the step to stop at; they stop between epochs)."""
+        cfg = self.cfg
+        if self.world > 1 or (cfg.max_minutes is None and cfg.max_cpu_minutes is None):
+            return None
+        inf = float("inf")
+        wall = inf if cfg.max_minutes is None else 60 * cfg.max_minutes - self.train_time
+        cpu = inf if cfg.max_cpu_minutes is None else 60 * cfg.max_cpu_minutes - self.cpu_time
+        return wall, cpu
 
     def _budget_spent(self) -> str | None:
         """Which time budget is used up ("time budget of 60 min" / "CPU budget of 60 CPU-min"), or None."""
