@@ -147,17 +147,17 @@ def test_resume_continues_exactly(tmp_path):
 def test_cpu_budget_stops_mid_epoch_and_records_it(tmp_path):
     """A budget used up inside an epoch ends that epoch after the step that crossed it (not after the whole,
     possibly 40-minute, epoch): the run validates, checkpoints and reports the cut; the next epoch never starts."""
-    import csv
+    from ferlab.engine.history import read_metrics
 
     splits = _random_splits(n=96)  # 6 steps of 16 per epoch
     s = Trainer(_cfg(tmp_path, epochs=3, max_cpu_minutes=1e-9), splits, L.SEVEN).fit()
     assert s["epochs_run"] == 1 and s["budget_reached"]
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    rows = read_metrics(tmp_path / "run")
     assert len(rows) == 1 and rows[0]["cut_short"] == "True" and rows[0]["train_images"] == "16"
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     # without a budget the epoch runs all its steps and is not marked
     s = Trainer(_cfg(tmp_path, name="free", epochs=1), splits, L.SEVEN).fit()
-    rows = list(csv.DictReader(open(tmp_path / "free" / "metrics.csv")))
+    rows = read_metrics(tmp_path / "free")
     assert rows[0]["cut_short"] == "False" and rows[0]["train_images"] == "96"
 
 
