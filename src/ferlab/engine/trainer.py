@@ -448,7 +448,9 @@ class Trainer:
                 acc=f"{tot_correct / tot_n:.3f}",
                 img_s=f"{tot_n * self.world / el:.0f}",
             )
-            if budget_left is not None and (el >= budget_left[0] or time.process_time() - c0 >= budget_left[1]):
+            if budget_left is not None and (
+                el >= budget_left[0] or time.process_time() - c0 >= budget_left[1]
+            ):
                 cut_short = b + 1 < self.steps_per_epoch
                 break
         bar.close()
