@@ -104,6 +104,9 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
     from ferlab.hardware import cpu_info
 
     assert a["cpu"] == cpu_info().summary() and len(a["curve"]) == 3 and a["curve"][-1][0] > 0
+    cache = tmp_path / "runs" / ".cache" / "probs"  # 2 finished runs x (plain, flip) on PrivateTest
+    entries = {f.name: f.stat().st_mtime_ns for f in cache.glob("*.npz")}
+    assert len(entries) == 4
     # a new machine: tiny-a's run folder is gone; its finished row is kept from the JSON, marked, curve included
     import shutil
 
@@ -117,6 +120,11 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
         and rows2["tiny-a"]["curve"] == a["curve"]
     )
     assert not rows2["xs-b"].get("kept") and " * |" in out.read_text() and " * |" not in text
+    # xs-b was scored from the cache: same figures, no entry rewritten or added
+    assert (
+        rows2["xs-b"]["acc"] == rows["xs-b"]["acc"] and rows2["xs-b"]["acc_flip"] == rows["xs-b"]["acc_flip"]
+    )
+    assert {f.name: f.stat().st_mtime_ns for f in cache.glob("*.npz")} == entries
 
 
 def test_two_queue_processes_share_the_runs(queue, tmp_path):

@@ -28,14 +28,15 @@ def _num(v):
         return float("nan")
 
 
-def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
-    """The table row of one run (``test``: the FER2013 PrivateTest split, or None to skip evaluation)."""
+def run_row(cfg, paper: dict, test, tta: bool = True, cache_dir=None) -> dict:
+    """The table row of one run (``test``: the FER2013 PrivateTest split, or None to skip evaluation;
+    ``cache_dir``: score through the probability cache there, :mod:`ferlab.runtime.predcache`)."""
     from ..engine.history import read_metrics
     from ..engine.queue import run_state
     from ..models.profile import count_flops
     from ..runtime.files import load_model
     from ..runtime.metrics import classification_metrics
-    from ..runtime.predict import predict_probs
+    from ..runtime.predcache import cached_predict_probs
 
     st = run_state(cfg)
     rows = read_metrics(cfg.run_dir)
@@ -73,12 +74,12 @@ def run_row(cfg, paper: dict, test, tta: bool = True) -> dict:
     row["weights_mb"] = weights.stat().st_size / 1e6
     if test is not None:
         y = test.labels
-        p = predict_probs(model, test.images, precision="fp32")
+        p = cached_predict_probs(model, test.images, cache_dir, precision="fp32")[0]
         m = classification_metrics(y, p, classes)
         row.update(acc=m["accuracy"], macro_f1=m["macro_f1"],
                    recall={c: d["recall"] for c, d in m["per_class"].items()})  # fmt: skip
         if tta:
-            pf = predict_probs(model, test.images, tta="flip", precision="fp32")
+            pf = cached_predict_probs(model, test.images, cache_dir, tta="flip", precision="fp32")[0]
             row["acc_flip"] = float((pf.argmax(1) == y).mean())
     return row
 
@@ -145,8 +146,17 @@ def _trained_on(row: dict) -> str:
     return f"{cpu}, {row.get('precision') or '?'}" + (" *" if row.get("kept") else "")
 
 
-def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None, tta: bool = True) -> Path:
-    """Write the Markdown table (``out``), its rows as JSON and the curves PNG beside it."""
+def probs_cache_dir(cfg) -> Path:
+    """Where the zoo keeps its content-addressed probabilities (:mod:`ferlab.runtime.predcache`): beside the
+    run folders, ``<output_dir>/.cache/probs``; delete it to reclaim the disk, nothing else refers to it."""
+    return cfg.run_dir.parent / ".cache" / "probs"
+
+
+def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None, tta: bool = True,
+              cache: bool = True) -> Path:  # fmt: skip
+    """Write the Markdown table (``out``), its rows as JSON and the curves PNG beside it. ``cache``: score
+    the runs' models through the probability cache beside the runs (:func:`probs_cache_dir`), so a table made
+    again, or the ensemble study after it, does not score an unchanged model twice."""
     from ..data import load_dataset
     from ..engine.queue import load_queue, run_state
     from ..hardware import cpu_info
@@ -169,7 +179,7 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
         if c.run_name in earlier and run_state(c)["state"] != "done":  # finished elsewhere, not (yet) here
             rows.append({**earlier[c.run_name], "paper": p, "kept": True})
         else:
-            rows.append(run_row(c, p, test, tta))
+            rows.append(run_row(c, p, test, tta, probs_cache_dir(c) if cache else None))
     png = plot_zoo_curves(rows, out.with_name(out.stem + "_curves.png"))
     done = sum(r["state"] == "done" for r in rows)
     text = [
@@ -247,7 +257,8 @@ PAPER_004_MEMBERS = ("resemotenet", "pattlite", "resmasking", "emonext_tiny", "c
 
 def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, extras=("default",),
                  snapshots: str | Path | None = None, overrides=None, data_dir=None, tta: str = "none",
-                 overwrite: bool = False, progress: bool = False, dataset: str = "fer2013") -> dict:  # fmt: skip
+                 overwrite: bool = False, progress: bool = False, dataset: str = "fer2013",
+                 cache: bool = True) -> dict:  # fmt: skip
     """Paper 004's ensemble study on the zoo's finished runs (:func:`ferlab.infer.ensemble.ensemble_study`).
 
     Pools: the ``members`` (model or run names of the queue) whose runs are done; the same with ``extras``
@@ -255,7 +266,8 @@ def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, 
     ``snapshot_epochs``), that run's snapshots. Members whose runs are not done are skipped and named in the
     report. Writes ``out`` (Markdown), its JSON and a disagreement PNG beside it; an existing ``out`` is
     replaced only with ``overwrite``. ``dataset``: where the runs are scored (its ``val`` and ``test`` splits;
-    FER2013 for the zoo). Returns the report.
+    FER2013 for the zoo). ``cache``: score through the probability cache the zoo table fills
+    (:func:`probs_cache_dir`). Returns the report.
     """
     from ..engine.queue import load_queue, run_state
     from ..infer.ensemble import ensemble_study, markdown_ensemble_study, plot_disagreement, snapshot_members
@@ -304,7 +316,10 @@ def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, 
         pools[f"snapshots of {run.name}"] = {f"{run.name}/{p.name}": str(p) for p in snapshot_members(run)}
     if not pools:
         raise ConfigError(f"no finished run among {', '.join(members)} and no snapshots: nothing to combine")
-    report = ensemble_study(pools, dataset, data_dir=data_dir, tta=tta, progress=progress)
+    cache_dir = probs_cache_dir(cfgs[0]) if cache and cfgs else None
+    report = ensemble_study(
+        pools, dataset, data_dir=data_dir, tta=tta, progress=progress, cache_dir=cache_dir
+    )
     report["missing_members"] = missing
     text = [
         "# Paper 004's ensemble study on the zoo (FER2013, CPU scale)", "",

@@ -107,7 +107,8 @@ def _cmd_zoo(args) -> int:
 
         out = Path(args.out or ZOO_ENSEMBLE)
         r = zoo_ensemble(args.queue, out, args.only or PAPER_004_MEMBERS, args.with_models, args.snapshots,
-                         overrides, args.data_dir, "flip" if args.tta else "none", args.overwrite, progress=True)  # fmt: skip
+                         overrides, args.data_dir, "flip" if args.tta else "none", args.overwrite, progress=True,
+                         cache=not args.no_cache)  # fmt: skip
         for c in r["combinations"]:
             print(f"{c['pool']:28s} {c['combination']:18s} {100 * c['accuracy']:6.2f} %  "
                   f"gain {100 * c['gain_vs_best_member']:+.2f} pp over {c['best_member']}")  # fmt: skip
@@ -116,7 +117,12 @@ def _cmd_zoo(args) -> int:
     from ..analysis.zoo import zoo_table
 
     out = zoo_table(
-        args.queue, args.out or ZOO_TABLE, overrides=overrides, data_dir=args.data_dir, tta=not args.no_tta
+        args.queue,
+        args.out or ZOO_TABLE,
+        overrides=overrides,
+        data_dir=args.data_dir,
+        tta=not args.no_tta,
+        cache=not args.no_cache,
     )
     print(f"wrote {out}")
     return 0
@@ -153,6 +159,9 @@ def add_zoo(sub) -> None:
     s.add_argument("--out", help=f"table: Markdown file, a PNG of curves beside it (default {ZOO_TABLE}); "
                    f"ensemble: Markdown report, its JSON and PNG beside it (default {ZOO_ENSEMBLE})")  # fmt: skip
     s.add_argument("--no-tta", action="store_true", help="table: skip the flip-TTA evaluation")
+    s.add_argument("--no-cache", action="store_true",
+                   help="table, ensemble: score every model afresh instead of through the probability cache "
+                   "(<runs>/.cache/probs, keyed by weights + images + settings, so it is never stale)")  # fmt: skip
     s.add_argument("--ship-dir", default="src/ferlab/weights/zoo", help="ship: where the fp16 weights go")
     s.add_argument(
         "--max-mb", type=float, default=20.0, help="ship: largest fp16 file to ship (default 20 MB)"

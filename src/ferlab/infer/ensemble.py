@@ -310,6 +310,7 @@ def ensemble_study(
     precision: str = "fp32",
     data_dir=None,
     progress: bool = False,
+    cache_dir=None,
 ) -> dict:
     """Paper 004's ensemble study (Berindeie 2024): several pools of models, every model scored once.
 
@@ -321,6 +322,8 @@ def ensemble_study(
     combination is reported on ``split`` against the pool's best member (chosen on ``fit_split``, as a
     user without the test labels would; the best on ``split`` is given too). Nothing is fitted or selected
     on ``split``. Returns the report (members, combinations, the members' pairwise disagreement on ``split``).
+    ``cache_dir``: every member's probabilities go through the content-addressed cache there
+    (:mod:`ferlab.runtime.predcache`), so rerunning the study, or the zoo table before it, scores no model twice.
     """
     from ..data import load_dataset
     from ..runtime.precision import resolve_precision
@@ -339,7 +342,8 @@ def ensemble_study(
             refs.append(ref)
     everyone = Ensemble(refs, names=names)
     ds = load_dataset(dataset, data_dir)
-    kw = {"tta": tta, "batch_size": batch_size, "progress": progress, "precision": precision}
+    kw = {"tta": tta, "batch_size": batch_size, "progress": progress, "precision": precision,
+          "cache_dir": cache_dir}  # fmt: skip
     probs, secs, y, left_out = _member_scores(everyone, ds, split, **kw)
     fprobs, _, fy, _ = _member_scores(everyone, ds, fit_split, **kw)
     n = max(len(y), 1)

@@ -32,7 +32,6 @@ recognises it.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -182,22 +181,23 @@ class Ensemble(nn.Module):
         precision: str = "fp32",
         channels_last: bool = False,
         return_times: bool = False,
+        cache_dir=None,
     ):
         """Every member's probabilities ``[M, N, C]`` for uint8 crops, each through its own eval transform.
 
-        With ``return_times`` also the seconds each member took.
+        With ``return_times`` also the seconds each member took. ``cache_dir``: score each member through
+        the content-addressed cache there (:mod:`ferlab.runtime.predcache`; a hit reports the seconds the
+        first computation took).
         """
-        from ..transforms import create_transform
-        from .predict import predict_probs
+        from .predcache import cached_predict_probs
 
         out, times = [], []
         for m in self.members:
-            t = time.perf_counter()
-            tf = create_transform(m.data_config, is_training=False)
-            out.append(
-                predict_probs(m, images, tf, batch_size, tta, device, progress, precision, channels_last)
+            p, secs, _ = cached_predict_probs(
+                m, images, cache_dir, tta, batch_size, device, progress, precision, channels_last
             )
-            times.append(time.perf_counter() - t)
+            out.append(p)
+            times.append(secs)
         probs = np.stack(out)
         return (probs, times) if return_times else probs
 
