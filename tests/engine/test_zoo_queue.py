@@ -86,10 +86,19 @@ def test_queue_resumes_a_partial_run(queue, tmp_path):
     assert hist["epochs_run"] == 3
 
 
-def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
+@pytest.fixture
+def scored(tmp_path, fer2013):
+    """Where the table and the study score the runs: 300 real PublicTest and 300 real PrivateTest faces."""
+    ds = FERDataset("fer2013", fer2013.classes, {"val": fer2013["val"].subset(np.arange(300)),
+                                                   "test": fer2013["test"].subset(np.arange(300))})  # fmt: skip
+    return f"cache:{save_dataset(ds, tmp_path / 'scored.npz')}"
+
+
+def test_zoo_table_reads_the_runs(queue, tmp_path, scored, capsys):
     run_queue(queue, log=lambda s: None)
     out = tmp_path / "docs" / "zoo.md"
-    assert main(["zoo", "table", "--queue", str(queue), "--out", str(out), "--data-dir", str(data_root)]) == 0
+    table = ["zoo", "table", "--queue", str(queue), "--out", str(out), "--dataset", scored]
+    assert main(table) == 0
     text = out.read_text()
     rows = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())}
     a = rows["tiny-a"]
@@ -98,7 +107,11 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
     assert set(a["recall"]) == set(ferlab.CANONICAL[:7]) and a["input"] == "1x48x48"
     assert rows["xs-b"]["budget_reached"] and rows["broken-c"]["state"] == "pending"
     assert "| smallcnn_tiny | 1x48x48 |" in text and "**pending**" in text and "| budget |" in text
-    assert "70.00 %" in text and (tmp_path / "docs" / "zoo_curves.png").stat().st_size > 10_000
+    assert (
+        "(300 faces)" in text
+        and "70.00 %" in text
+        and (tmp_path / "docs" / "zoo_curves.png").stat().st_size > 10_000
+    )
     assert main(["zoo", "status", "--queue", str(queue)]) == 0
     assert "tiny-a" in capsys.readouterr().out
     from ferlab.hardware import cpu_info
@@ -112,7 +125,7 @@ def test_zoo_table_reads_the_runs(queue, tmp_path, data_root, capsys):
 
     shutil.rmtree(tmp_path / "runs" / "tiny-a")
     (tmp_path / "runs" / "tiny-a").mkdir()  # an empty folder (a lock, a start that failed) is not a result
-    assert main(["zoo", "table", "--queue", str(queue), "--out", str(out), "--data-dir", str(data_root)]) == 0
+    assert main(table) == 0
     rows2 = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())}
     assert (
         rows2["tiny-a"]["kept"]
@@ -226,13 +239,11 @@ def test_ship_writes_small_runs_as_fp16_that_load_by_name(queue, tmp_path, monke
         Recognizer("zoo/pattlite")
 
 
-def test_zoo_ensemble_combines_the_finished_runs(queue, tmp_path, fer2013, tiny_weights, capsys):
+def test_zoo_ensemble_combines_the_finished_runs(queue, tmp_path, scored, tiny_weights, capsys):
     from ferlab.analysis.zoo import zoo_ensemble
 
     run_queue(queue, only=["tiny-a", "xs-b"], log=lambda s: None)
-    scored = FERDataset("fer2013", fer2013.classes, {"val": fer2013["val"].subset(np.arange(300)),
-                                                      "test": fer2013["test"].subset(np.arange(300))})  # fmt: skip
-    data = f"cache:{save_dataset(scored, tmp_path / 'scored.npz')}"
+    data = scored
     out = tmp_path / "docs" / "ens.md"
     r = zoo_ensemble(queue, out, ["tiny-a", "xs-b", "broken-c"], [str(tiny_weights)], dataset=data)
     assert list(r["pools"]) == ["members", "members + tiny"]

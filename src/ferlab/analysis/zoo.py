@@ -153,10 +153,11 @@ def probs_cache_dir(cfg) -> Path:
 
 
 def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None, tta: bool = True,
-              cache: bool = True) -> Path:  # fmt: skip
+              cache: bool = True, dataset: str = "fer2013") -> Path:  # fmt: skip
     """Write the Markdown table (``out``), its rows as JSON and the curves PNG beside it. ``cache``: score
     the runs' models through the probability cache beside the runs (:func:`probs_cache_dir`), so a table made
-    again, or the ensemble study after it, does not score an unchanged model twice."""
+    again, or the ensemble study after it, does not score an unchanged model twice. ``dataset``: where the
+    runs are scored (its ``test`` split; FER2013's PrivateTest for the zoo, a ``cache:`` sample in tests)."""
     from ..data import load_dataset
     from ..engine.queue import load_queue, run_state
     from ..hardware import cpu_info
@@ -173,7 +174,7 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
             raise ConfigError(f"{out.with_suffix('.json')}: not a zoo table's JSON ({e})") from None
     if not any(c.run_dir.is_dir() or c.run_name in earlier for c, _ in cfgs):
         raise ConfigError(f"no run of {queue} has started yet (run: ferlab zoo train --queue {queue})")
-    test = load_dataset("fer2013", data_dir)["test"]
+    test = load_dataset(dataset, data_dir)["test"]
     rows = []
     for c, p in cfgs:
         if c.run_name in earlier and run_state(c)["state"] != "done":  # finished elsewhere, not (yet) here
@@ -196,7 +197,7 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
         "trained at 224 px for tens of epochs on a GPU, most from ImageNet or other pre-trained weights; the gap",
         "to their figures is mostly that budget (column 'epochs': FER2013-epoch equivalents seen in training).",
         "",
-        "Accuracy: FER2013 PrivateTest (3,589 faces), fp32, the best PublicTest epoch's weights; 'flip' averages",
+        f"Accuracy: {'FER2013 PrivateTest' if dataset == 'fer2013' else dataset + ' test'} ({len(test):,} faces), fp32, the best PublicTest epoch's weights; 'flip' averages",
         "each face with its mirror. Recall per class in %. CPU-min: the training process's CPU time (runs from",
         "before it was recorded: wall minutes x threads, an upper bound).",
         "",

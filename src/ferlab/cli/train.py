@@ -108,7 +108,7 @@ def _cmd_zoo(args) -> int:
         out = Path(args.out or ZOO_ENSEMBLE)
         r = zoo_ensemble(args.queue, out, args.only or PAPER_004_MEMBERS, args.with_models, args.snapshots,
                          overrides, args.data_dir, "flip" if args.tta else "none", args.overwrite, progress=True,
-                         cache=not args.no_cache)  # fmt: skip
+                         cache=not args.no_cache, dataset=args.dataset)  # fmt: skip
         for c in r["combinations"]:
             print(f"{c['pool']:28s} {c['combination']:18s} {100 * c['accuracy']:6.2f} %  "
                   f"gain {100 * c['gain_vs_best_member']:+.2f} pp over {c['best_member']}")  # fmt: skip
@@ -123,6 +123,7 @@ def _cmd_zoo(args) -> int:
         data_dir=args.data_dir,
         tta=not args.no_tta,
         cache=not args.no_cache,
+        dataset=args.dataset,
     )
     print(f"wrote {out}")
     return 0
@@ -162,6 +163,9 @@ def add_zoo(sub) -> None:
     s.add_argument("--no-cache", action="store_true",
                    help="table, ensemble: score every model afresh instead of through the probability cache "
                    "(<runs>/.cache/probs, keyed by weights + images + settings, so it is never stale)")  # fmt: skip
+    s.add_argument("--dataset", default="fer2013",
+                   help="table, ensemble: where the runs are scored (its test split; ensemble: val to fit, test to "
+                   "report), e.g. a cache:<file>.npz sample (default fer2013: PublicTest / PrivateTest)")  # fmt: skip
     s.add_argument("--ship-dir", default="src/ferlab/weights/zoo", help="ship: where the fp16 weights go")
     s.add_argument(
         "--max-mb", type=float, default=20.0, help="ship: largest fp16 file to ship (default 20 MB)"
