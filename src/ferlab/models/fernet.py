@@ -8,6 +8,12 @@ at 24x24, 12x12 and 6x6, global average pooling, dropout and a linear head.
 * ``fernet_s`` — the default model's architecture (``ferlab.load_default()``).
 * ``fernet_xs`` — the ``fast`` model's architecture (distilled from the default).
 
+``separable=True`` replaces every 3x3 convolution after the first stage by a depthwise-separable one
+(depthwise 3x3-BN-ReLU, then pointwise 1x1-BN(-ReLU)), the block of mini-Xception (Arriaga et al. 2017,
+the model behind the ``fer`` package): about 1/7 of the multiply-adds at these widths, so a network can
+be wider at the same cost. On CPUs without VNNI/AVX-512, where inference time goes with FLOPs, that is the
+trade the ``fast`` model needs (issue: fast and correct on any CPU).
+
 Widths and depths were picked by measuring accuracy per CPU-second on FER2013 on this project's 2-core
 machine (see MODEL_CARD.md for the runs); they are arguments, so other trade-offs are one call away.
 """
@@ -29,15 +35,26 @@ def _cbr(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Sequential
     )
 
 
-class ResidualPair(nn.Module):
-    """Two conv3x3-BN(-ReLU) layers with an identity shortcut (same width and resolution)."""
+def _sep(cin: int, cout: int, act: bool = True) -> nn.Sequential:
+    """Depthwise-separable 3x3: depthwise conv3x3-BN-ReLU, pointwise conv1x1-BN(-ReLU)."""
+    layers = [nn.Conv2d(cin, cin, 3, 1, 1, bias=False, groups=cin), nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+              nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)]  # fmt: skip
+    return nn.Sequential(*layers, *([nn.ReLU(inplace=True)] if act else []))
 
-    def __init__(self, c: int):
+
+class ResidualPair(nn.Module):
+    """Two conv3x3-BN(-ReLU) layers (depthwise-separable ones with ``separable``) with an identity shortcut
+    (same width and resolution)."""
+
+    def __init__(self, c: int, separable: bool = False):
         super().__init__()
-        self.conv1 = _cbr(c, c)
-        self.conv2 = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+        if separable:
+            self.conv1, self.conv2 = _sep(c, c), _sep(c, c, act=False)
+        else:
+            self.conv1 = _cbr(c, c)
+            self.conv2 = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
         self.act = nn.ReLU(inplace=True)
-        nn.init.zeros_(self.conv2[1].weight)  # each residual branch starts at zero (zero_init_last)
+        nn.init.zeros_(self.conv2[-1].weight)  # each residual branch starts at zero (zero_init_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv2(self.conv1(x)) + x)
@@ -51,11 +68,13 @@ class FERNet(FERModel):
     gradcam_layer = "stages.3"
 
     def __init__(self, num_classes: int = 7, in_chans: int = 1, widths=(32, 64, 128, 256), depths=(0, 1, 1, 1),
-                 drop_rate: float = 0.3):  # fmt: skip
+                 drop_rate: float = 0.3, separable: bool = False):  # fmt: skip
         super().__init__()
         stages, c = [], in_chans
         for i, (w, d) in enumerate(zip(widths, depths)):
-            layers = ([nn.MaxPool2d(2)] if i else []) + [_cbr(c, w)] + [ResidualPair(w) for _ in range(d)]
+            sep = separable and i > 0  # the first stage's conv sees 1-3 input channels: kept full
+            entry = _sep(c, w) if sep else _cbr(c, w)
+            layers = ([nn.MaxPool2d(2)] if i else []) + [entry] + [ResidualPair(w, sep) for _ in range(d)]
             stages.append(nn.Sequential(*layers))
             c = w
         self.stages = nn.Sequential(*stages)
@@ -83,7 +102,8 @@ def fernet_s(
 @register_model(paper="ferlab: FERNet (this project)", input_size=(1, 48, 48))
 def fernet_xs(
     num_classes: int = 7, in_chans: int = 1, img_size: int = 48, widths=(16, 32, 64, 128), depths=(0, 0, 1, 1),
-    drop_rate: float = 0.2,
+    drop_rate: float = 0.2, separable: bool = False,
 ):  # fmt: skip
-    """Small CNN for 48x48 faces: stages 16-32-64-128 (the fast model's architecture)."""
-    return FERNet(num_classes, in_chans, tuple(widths), tuple(depths), drop_rate)
+    """Small CNN for 48x48 faces: stages 16-32-64-128 (the fast model's architecture); ``separable``:
+    depthwise-separable convolutions after the first stage (see the module docstring)."""
+    return FERNet(num_classes, in_chans, tuple(widths), tuple(depths), drop_rate, separable)
