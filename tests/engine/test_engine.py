@@ -155,6 +155,13 @@ def test_cpu_budget_stops_mid_epoch_and_records_it(tmp_path):
     rows = read_metrics(tmp_path / "run")
     assert len(rows) == 1 and rows[0]["cut_short"] == "True" and rows[0]["train_images"] == "16"
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    # a cut in the last epoch is still a stop by the budget
+    s = Trainer(_cfg(tmp_path, name="last", epochs=1, max_minutes=1e-9), splits, L.SEVEN).fit()
+    assert (
+        s["epochs_run"] == 1
+        and s["budget_reached"]
+        and read_metrics(tmp_path / "last")[0]["cut_short"] == "True"
+    )
     # without a budget the epoch runs all its steps and is not marked
     s = Trainer(_cfg(tmp_path, name="free", epochs=1), splits, L.SEVEN).fit()
     rows = read_metrics(tmp_path / "free")

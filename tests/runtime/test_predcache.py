@@ -34,6 +34,11 @@ def test_miss_then_exact_hit_without_running_the_model(model, faces, tmp_path, m
     p2, s2, hit2 = cached_predict_probs(model, faces, tmp_path, batch_size=8)
     assert hit2 and s2 == s1  # the seconds of the computation that filled the entry
     np.testing.assert_array_equal(p1, p2)
+    # another thread count (or CPU): still a hit, but that timing is not this machine's: NaN
+    monkeypatch.setattr("ferlab.runtime.predcache._where", lambda: "another CPU | 7 threads")
+    p3, s3, hit3 = cached_predict_probs(model, faces, tmp_path, batch_size=8)
+    assert hit3 and np.isnan(s3)
+    np.testing.assert_array_equal(p1, p3)
 
 
 def test_key_follows_weights_images_and_settings(model, faces, tmp_path):
@@ -47,6 +52,16 @@ def test_key_follows_weights_images_and_settings(model, faces, tmp_path):
     with torch.no_grad():
         next(model.parameters())[0].flatten()[0] += 1e-3  # one weight
     assert model_fingerprint(model) != fp
+    # changed code misses too: the source of the model's classes is part of the key
+    import ferlab.runtime.predcache as pc
+
+    code = pc._code_fingerprint(model)
+    real_read = pc.Path.read_bytes
+    pc.Path.read_bytes = lambda self: real_read(self) + (b"# edited" if self.name == "smallcnn.py" else b"")
+    try:
+        assert pc._code_fingerprint(model) != code
+    finally:
+        pc.Path.read_bytes = real_read
     # a retrained (here: changed) model misses and gets its own, different probabilities
     cached_predict_probs(model, faces, tmp_path)
     with torch.no_grad():
@@ -64,7 +79,7 @@ def test_damaged_entry_is_recomputed_and_no_cache_writes_nothing(model, faces, t
     assert not hit
     np.testing.assert_array_equal(p, p2)
     assert np.load(entry)["probs"].shape == (20, 7)  # replaced by a good entry
-    empty = tmp_path / "none"
+    before = sorted(tmp_path.rglob("*"))
     _, _, hit = cached_predict_probs(model, faces, None)
-    assert not hit and not empty.exists()
+    assert not hit and sorted(tmp_path.rglob("*")) == before
     assert model_fingerprint(object()) is None  # ONNX sessions and other scorers are not cached

@@ -47,7 +47,9 @@ def run_row(cfg, paper: dict, test, tta: bool = True, cache_dir=None) -> dict:
     ips = [_num(r.get("img_per_s")) for r in rows]
     row["img_per_s"] = float(np.nanmedian(ips)) if ips else None
     steps = (cfg.limit_train_batches or FER2013_TRAIN // cfg.batch_size) * cfg.batch_size
-    row["fer_epochs"] = (st.get("epochs") or 0) * steps / FER2013_TRAIN
+    # images seen, from metrics.csv (a sub-epoch cut short by the budget saw fewer; older rows: full ones)
+    seen = [_num(r.get("train_images")) for r in rows[: st.get("epochs") or 0]]
+    row["fer_epochs"] = sum(steps if np.isnan(n) else n for n in seen) / FER2013_TRAIN
     if st["state"] != "done":
         return row
     s = st["summary"]
@@ -168,8 +170,14 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
     earlier = {}  # finished rows of an earlier table whose run folders are not on this machine: kept, marked
     if out.with_suffix(".json").is_file():
         try:
-            earlier = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text())
-                       if isinstance(r, dict) and r.get("state") == "done" and "run" in r}  # fmt: skip
+            earlier = {
+                r["run"]: r
+                for r in json.loads(out.with_suffix(".json").read_text())
+                if isinstance(r, dict)
+                and r.get("state") == "done"
+                and "run" in r
+                and r.get("dataset", "fer2013") == dataset
+            }  # fmt: skip  (rows scored elsewhere: not kept)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{out.with_suffix('.json')}: not a zoo table's JSON ({e})") from None
     if not any(c.run_dir.is_dir() or c.run_name in earlier for c, _ in cfgs):
@@ -180,7 +188,9 @@ def zoo_table(queue: str | Path, out: str | Path, overrides=None, data_dir=None,
         if c.run_name in earlier and run_state(c)["state"] != "done":  # finished elsewhere, not (yet) here
             rows.append({**earlier[c.run_name], "paper": p, "kept": True})
         else:
-            rows.append(run_row(c, p, test, tta, probs_cache_dir(c) if cache else None))
+            rows.append(
+                {**run_row(c, p, test, tta, probs_cache_dir(c) if cache else None), "dataset": dataset}
+            )
     png = plot_zoo_curves(rows, out.with_name(out.stem + "_curves.png"))
     done = sum(r["state"] == "done" for r in rows)
     text = [
@@ -323,7 +333,7 @@ def zoo_ensemble(queue: str | Path, out: str | Path, members=PAPER_004_MEMBERS, 
     )
     report["missing_members"] = missing
     text = [
-        "# Paper 004's ensemble study on the zoo (FER2013, CPU scale)", "",
+        f"# Paper 004's ensemble study on the zoo ({'FER2013' if dataset == 'fer2013' else dataset}, CPU scale)", "",
         f"Made by `ferlab zoo ensemble --queue {queue}` from the zoo's finished runs; members: "
         f"{', '.join(found) or 'none'}" + (f"; not finished, left out: {', '.join(missing)}" if missing else "") + ".",
         "Each member is the CPU-scale run of the zoo table (about 1 CPU-hour, read its row); the paper's members "

@@ -79,6 +79,11 @@ def _cmd_zoo(args) -> int:
         args.with_models = [w for w in args.with_models if "=" not in w]
     if getattr(args, "threads", None):
         overrides.append(f"threads={args.threads}")
+    if args.dataset != "fer2013" and args.action not in ("table", "ensemble"):
+        raise ConfigError(
+            f"--dataset is for 'zoo table' and 'zoo ensemble' (where runs are scored); 'zoo {args.action}' "
+            "trains or reads each recipe's own dataset (override it with dataset=...)"
+        )
     if args.action == "train":
         res = run_queue(args.queue, only=args.only, overrides=overrides)
         return 1 if any(r["status"] == "failed" for r in res) else 0

@@ -92,6 +92,8 @@ class TrainConfig:
     early_stopping: int | None = None  # patience in epochs (Wang 2024 (AEMT): 10)
     # training-time budget (wall minutes, summed over resumes); None: none. The epoch that uses it up stops at
     # that step (single process; DDP stops between epochs), is validated and checkpointed; no epoch follows.
+    # That epoch counts as done: resumed with a larger budget, a run goes on with the next epoch (the cut
+    # one's metrics.csv row says how many images it saw, train_images).
     max_minutes: float | None = None
     # the same in CPU minutes of this process (all its threads): a budget other jobs cannot eat into
     max_cpu_minutes: float | None = None

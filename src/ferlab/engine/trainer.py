@@ -503,6 +503,10 @@ class Trainer:
             )
         for epoch in range(self.epoch, cfg.epochs):
             spent = self._budget_spent()
+            if self.world > 1:  # every rank stops together (each measures its own time): else a DDP hang
+                flag = torch.tensor([1.0 if spent else 0.0], device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                spent = spent or ("the time budget of another process" if flag.item() else None)
             if spent:
                 budget_reached = True
                 if self.is_main:
@@ -510,6 +514,7 @@ class Trainer:
                 break
             t_epoch, c_epoch = time.perf_counter(), time.process_time()
             tr = self.train_epoch(epoch, self._budget_left())
+            budget_reached = budget_reached or tr["cut_short"]
             val = self.validate(self.splits["val"], cfg.limit_val_batches)
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None and not self.sched_per_batch:

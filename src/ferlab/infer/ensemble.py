@@ -227,6 +227,11 @@ def run_ensemble(
     return ens, report
 
 
+def _ms(v: float) -> str:
+    """ms/image, or '-' where not measured here (a cached score from another CPU or thread count)."""
+    return "-" if v is None or not np.isfinite(v) else f"{v:.2f}"
+
+
 def markdown_ensemble_report(r: dict) -> str:
     """The report as Markdown: member/ensemble table, gain against cost, disagreement matrix."""
     title = f"# Ensemble ({r['method']}) on {r['dataset']}/{r['split']} (TTA {r['tta']})"
@@ -394,7 +399,7 @@ def markdown_ensemble_study(r: dict) -> str:
     lines = [
         f"Models ({r['dataset']} {r['split']}; fit split: {r['fit_split']}; TTA {r['tta']}; {r['precision']})", "",
         markdown_table(["model", "architecture", "params", "ms/image", r["split"], r["fit_split"], "macro-F1", "NLL"],
-                       [[m["name"], m["model"], f"{m['params'] / 1e6:.2f} M", f"{m['ms_per_image']:.2f}",
+                       [[m["name"], m["model"], f"{m['params'] / 1e6:.2f} M", _ms(m["ms_per_image"]),
                          pct(m["accuracy"]), pct(m["fit_accuracy"]), f"{m['macro_f1']:.3f}", f"{m['nll']:.3f}"]
                         for m in r["models"]], "llrrrrrr"),
         "", "Combinations (selected and weighted on the fit split, scored on the split; gain: accuracy minus the "
@@ -405,7 +410,7 @@ def markdown_ensemble_study(r: dict) -> str:
         who = ", ".join(f"{n} {w:.2f}" for n, w in zip(c["members"], c["weights"]))
         cells.append([c["pool"], c["combination"], who, pct(c["accuracy"]), pct(c["fit_accuracy"]), f"{c['macro_f1']:.3f}",
                       f"{c['nll']:.3f}", f"{100 * c['gain_vs_best_member']:+.2f} ({c['best_member']})",
-                      f"{c['params'] / 1e6:.1f} M", f"{c['ms_per_image']:.2f}"])  # fmt: skip
+                      f"{c['params'] / 1e6:.1f} M", _ms(c["ms_per_image"])])  # fmt: skip
     lines.append(markdown_table(["pool", "combination", "members and weights", r["split"], r["fit_split"], "macro-F1",
                                  "NLL", "gain (pp)", "params", "ms/image"], cells, "lllrrrrlrr"))  # fmt: skip
     d = np.asarray(r["disagreement"])

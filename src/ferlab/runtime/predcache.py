@@ -4,10 +4,15 @@ The zoo table, the ensemble study and repeated reports score the same finished m
 FER2013 splits again and again; on a 2-core CPU the big paper models take minutes per split. The key of a
 cache entry is a SHA-256 over everything the probabilities depend on: the model's class, name, keyword
 arguments, data config and classes, every tensor of its ``state_dict`` (names, dtypes, shapes, bytes), the
-crops (shape, dtype, bytes), the test-time augmentation, the resolved precision, the device and the layout.
-So an entry can never be served for other weights or other images, and a retrained model misses by itself;
-stale entries are only disk (``rm -r`` the folder to clear it). Entries are ``.npz`` files written
-atomically, loaded without pickle. Models that are not torch modules (ONNX Runtime sessions) are not cached.
+code that computes them (the source files of every ferlab class among the model's modules, of the transform
+factory and of the prediction loop; the versions of ferlab, torch and timm), the crops (shape, dtype, bytes),
+the test-time augmentation, the resolved precision, the device and the layout. So an entry can never be
+served for other weights, other images or changed code, and a retrained model misses by itself; stale
+entries are only disk (``rm -r`` the folder to clear it). Entries are ``.npz`` files written atomically,
+loaded without pickle. Models that are not torch modules (ONNX Runtime sessions) are not cached.
+
+The seconds a computation took are kept with its CPU and thread count; a hit returns them only on the same
+CPU and thread count (else NaN), so a report never passes off another machine's timing as its own.
 """
 
 from __future__ import annotations
@@ -28,6 +33,31 @@ def _update_array(h, a: np.ndarray) -> None:
     h.update(memoryview(a.reshape(-1).view(np.uint8)))
 
 
+def _code_fingerprint(model) -> str:
+    """SHA-256 of the code the probabilities depend on: ferlab's source files among the model's module
+    classes, the transform factory and the prediction loop, and the library versions."""
+    import inspect
+
+    import timm
+    import torch
+
+    import ferlab
+
+    from ..transforms import factory
+    from . import predict
+
+    files = {inspect.getsourcefile(factory), inspect.getsourcefile(predict)}
+    for m in model.modules():
+        for cls in type(m).__mro__:
+            if cls.__module__.split(".")[0] == "ferlab":
+                files.add(inspect.getsourcefile(cls))
+    h = hashlib.sha256(f"{ferlab.__version__} {torch.__version__} {timm.__version__}".encode())
+    for f in sorted(x for x in files if x):
+        h.update(Path(f).name.encode())
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
 def model_fingerprint(model) -> str | None:
     """SHA-256 of a torch model's description and weights (None for models that are not torch modules)."""
     import torch
@@ -43,8 +73,12 @@ def model_fingerprint(model) -> str | None:
         "classes": list(getattr(model, "classes", None) or ()),
     }
     h.update(json.dumps(desc, sort_keys=True, default=str).encode())
+    h.update(_code_fingerprint(model).encode())
     for name, t in model.state_dict().items():
         h.update(name.encode())
+        if not isinstance(t, torch.Tensor):  # a module's non-tensor extra state
+            h.update(repr(t).encode())
+            continue
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
@@ -75,7 +109,7 @@ def cached_predict_probs(
 ) -> tuple[np.ndarray, float, bool]:
     """:func:`ferlab.runtime.predict.predict_probs` through the cache in ``cache_dir`` (None: no cache), with
     the model's own eval transform. Returns ``(probs [N, C], seconds, hit)``: on a hit the seconds are those
-    the original computation took, so reports of per-model speed stay true."""
+    the original computation took if it ran on this CPU with this many threads, else NaN (not measured here)."""
     from ..io import atomic_path
     from .precision import resolve_precision
     from .predict import predict_probs
@@ -96,14 +130,25 @@ def cached_predict_probs(
     if key is None:
         return (*compute(), False)
     path = Path(cache_dir) / f"{key[:40]}.npz"
+    where = _where()
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["key"]) == key and z["probs"].shape[0] == len(images):
-                    return z["probs"], float(z["seconds"]), True
+                    secs = float(z["seconds"]) if str(z["where"]) == where else float("nan")
+                    return z["probs"], secs, True
         except (OSError, ValueError, KeyError):
             pass  # a damaged entry is recomputed and replaced
     probs, secs = compute()
     with atomic_path(path, keep_suffix=True) as tmp:
-        np.savez(tmp, probs=probs, seconds=np.float64(secs), key=np.str_(key))
+        np.savez(tmp, probs=probs, seconds=np.float64(secs), key=np.str_(key), where=np.str_(where))
     return probs, secs, False
+
+
+def _where() -> str:
+    """The CPU and torch thread count a timing belongs to."""
+    import torch
+
+    from ..hardware import cpu_info
+
+    return f"{cpu_info().summary()} | {torch.get_num_threads()} threads"
