@@ -76,6 +76,27 @@ def test_dynamic_and_static_batch(tiny, faces, tmp_path):
     assert onnx_model.predict_probs(faces[:0]).shape == (0, 7)
 
 
+def test_threads_split_large_batches_same_results(tiny, faces):
+    # with 2 threads a batch of >= 2 x SPLIT_MIN_PER_THREAD faces runs as two halves on one-thread sessions;
+    # smaller batches use the session's intra-op threads; every path gives the one-thread answer
+    from ferlab.infer.onnx import SPLIT_MIN_PER_THREAD
+
+    x = ferlab.create_transform(tiny.data_config)(faces).numpy()
+    one, two = OnnxModel.from_model(tiny, threads=1), OnnxModel.from_model(tiny, threads=2)
+    assert (one.threads, two.threads) == (1, 2)
+    ref = one.logits(x)
+    small = 2 * SPLIT_MIN_PER_THREAD - 1
+    np.testing.assert_allclose(two.logits(x[:small]), ref[:small], atol=1e-5)
+    assert two._split_session is None  # too small to split
+    np.testing.assert_allclose(two.logits(x), ref, atol=1e-5)  # 64 faces: split
+    assert two._split_session is not None and one._split_session is None
+    odd = x[: 2 * SPLIT_MIN_PER_THREAD + 3]  # uneven halves keep their order
+    np.testing.assert_allclose(two.logits(odd), ref[: len(odd)], atol=1e-5)
+    np.testing.assert_allclose(two.predict_probs(faces), one.predict_probs(faces), atol=1e-6)
+    with pytest.raises(ConfigError, match="threads"):
+        OnnxModel.from_model(tiny, threads=0)
+
+
 def test_metadata_round_trip_and_atomic_write(tiny, tmp_path):
     import onnx
 
