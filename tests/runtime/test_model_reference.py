@@ -45,7 +45,13 @@ def test_predict_with_an_architecture_name_is_one_line(capsys):
 def test_list_models_names_the_shipped_weights(capsys):
     assert main(["list-models", "fernet*", "--no-flops"]) == 0
     out = capsys.readouterr().out
-    assert "Trained weights shipped" in out and "| default |" in out.replace("    default", " default")
+    assert "Trained weights shipped" in out
+    rows = {
+        c[0]: c[1:]
+        for c in ([x.strip() for x in ln.strip().strip("|").split("|")] for ln in out.splitlines())
+    }
+    assert rows["default"] == ["fernet_s", "7", "yes"] and rows["fast"] == ["fernet_xs", "7", "yes"]
+    assert rows["zoo/pattlite"] == ["pattlite", "7", "no"]  # shipped zoo weights are listed too
 
 
 def test_onnx_file_and_shipped_names_work_as_models(tiny_weights):
