@@ -41,8 +41,7 @@ def _code_fingerprint(model) -> str:
     import timm
     import torch
 
-    import ferlab
-
+    from .._version import __version__
     from ..transforms import factory
     from . import predict
 
@@ -51,7 +50,7 @@ def _code_fingerprint(model) -> str:
         for cls in type(m).__mro__:
             if cls.__module__.split(".")[0] == "ferlab":
                 files.add(inspect.getsourcefile(cls))
-    h = hashlib.sha256(f"{ferlab.__version__} {torch.__version__} {timm.__version__}".encode())
+    h = hashlib.sha256(f"{__version__} {torch.__version__} {timm.__version__}".encode())
     for f in sorted(x for x in files if x):
         h.update(Path(f).name.encode())
         h.update(Path(f).read_bytes())
