@@ -324,8 +324,9 @@ def test_distillation_from_cached_teacher_predictions(tmp_path, capsys):
     tr = Trainer(cfg, splits, L.SEVEN)
     assert tr.task.teacher is None  # no teacher pass per batch
     assert "kd_cache: the teacher labels" in capsys.readouterr().out
-    # known answer: the teacher's flip-averaged log-probabilities on the un-augmented training images
-    probs = predict_probs(teacher, splits["train"].images, tr.eval_tf, tta="flip")
+    # known answer: the teacher's flip-averaged log-probabilities on the un-augmented training images, in the
+    # run's precision (bf16 on a CPU with fast bf16)
+    probs = predict_probs(teacher, splits["train"].images, tr.eval_tf, tta="flip", precision=tr.precision)
     assert tr.teacher_logits.shape == (len(splits["train"]), 7)
     np.testing.assert_allclose(tr.teacher_logits.exp().numpy(), probs, atol=1e-5)
     s = tr.fit()
