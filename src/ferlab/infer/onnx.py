@@ -237,12 +237,6 @@ def _threads(threads: int | None) -> int:
     return check_threads(threads) or torch.get_num_threads()
 
 
-def _session_options(threads: int | None):
-    from ..hardware import ort_session_options
-
-    return ort_session_options(_threads(threads))
-
-
 #: a batch of at least this many faces per thread is split across threads (see :class:`OnnxModel`)
 SPLIT_MIN_PER_THREAD = 16
 
@@ -266,15 +260,11 @@ class OnnxModel:
 
     def __init__(self, model_bytes_or_path, threads: int | None = None, source: str = "<memory>") -> None:
         _require("onnxruntime")
-        import onnxruntime as ort
-
         self.threads = _threads(threads)
         self._bytes_or_path = model_bytes_or_path
         self._split_session = self._pool = None  # made on the first batch large enough to split
         try:
-            self.session = ort.InferenceSession(
-                model_bytes_or_path, _session_options(self.threads), providers=["CPUExecutionProvider"]
-            )
+            self.session = self._open(self.threads)
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for any bad file
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ConfigError(f"{source}: not a loadable ONNX model ({msg})") from None
@@ -333,6 +323,16 @@ class OnnxModel:
             raise ConfigError(f"ONNX file {path} not found" if not path.is_dir() else f"{path} is a folder")
         return cls(str(path), threads, source=str(path))
 
+    def _open(self, threads: int):
+        """A CPU session of this model with ``threads`` intra-op threads."""
+        import onnxruntime as ort
+
+        from ..hardware import ort_session_options
+
+        return ort.InferenceSession(
+            self._bytes_or_path, ort_session_options(threads), providers=["CPUExecutionProvider"]
+        )
+
     def logits(self, x) -> np.ndarray:
         """Raw outputs for a normalised float batch ``[N,C,H,W]`` (torch tensor or numpy array)."""
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
@@ -347,11 +347,7 @@ class OnnxModel:
         if self._split_session is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            import onnxruntime as ort
-
-            self._split_session = ort.InferenceSession(
-                self._bytes_or_path, _session_options(1), providers=["CPUExecutionProvider"]
-            )
+            self._split_session = self._open(1)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ferlab-onnx")
         parts = np.array_split(x, self.threads)
         run = self._split_session.run
