@@ -247,7 +247,7 @@ class OnnxModel:
     With ``threads`` > 1, a batch of at least ``threads x SPLIT_MIN_PER_THREAD`` faces is cut into ``threads``
     parts that run at once, each on one thread of a second, single-threaded session (``Run`` is thread-safe and
     releases the GIL); smaller batches, and one face at a time, use the session's own intra-op threads. Small
-    networks parallelise poorly inside one run: on a 2-core AMD EPYC (Zen 4), ``fast`` INT8 classified 7,914
+    networks parallelise poorly inside one run: on a 2-core AMD EPYC (Zen 4; AVX-512 VNNI, fast bf16), ``fast`` INT8 classified 7,914
     faces/s with 2 intra-op threads against 9,389 split (4,713 on one thread), i.e. 4,443 vs 4,763 faces per
     CPU-second: the split keeps the work per face of one thread. Results do not depend on the split.
 
